@@ -1,0 +1,35 @@
+"""vtg_jax: JAX/Flax post-training of Qwen-VL video language models for temporal video grounding."""
+from setuptools import find_packages, setup
+
+setup(
+    name="vtg_jax",
+    version="0.1.0",
+    description=__doc__,
+    packages=find_packages(include=["vtg_jax", "vtg_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.7",
+        "flax>=0.11",
+        "optax",
+        "orbax-checkpoint",
+        "grain",
+        "ml-collections",
+        "tensorstore",
+        "decord",
+        "numpy",
+        "absl-py",
+        "safetensors",
+        "tqdm",
+    ],
+    extras_require={
+        "test": [
+            "pytest",
+            "hypothesis",
+            # The CPU wheel of this exact version is on disk on our machines; any other spec pulls CUDA.
+            "torch==2.13.0",
+            "transformers",
+            "safetensors",
+            "tokenizers",
+        ],
+    },
+)
