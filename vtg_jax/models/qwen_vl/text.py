@@ -1,0 +1,258 @@
+"""The Qwen2.5-VL / Qwen3-VL language decoder (porting brief §2), plus logical-sharding helpers.
+
+Layout of the NNX state (the conversion table in `convert.py` relies on it):
+    embed_tokens.embedding [V, D]
+    layers[i].input_layernorm.scale, .post_attention_layernorm.scale [D]
+    layers[i].self_attn.{q,k,v,o}_proj.{kernel,bias}, .q_norm.scale/.k_norm.scale [hd] (Qwen3)
+    layers[i].mlp.{gate,up,down}_proj.kernel
+    norm.scale [D]
+
+KV cache hook (for the sampler). `TextModel.__call__(..., cache=[LayerKV, ...], cache_index=i)` writes the
+new tokens' post-RoPE k/v (brief §4) into each layer's preallocated [B, L, kv_heads, hd] buffers at
+offset `cache_index`, attends over the whole buffer, and returns the updated cache. The caller passes
+`attention_mask` over the L buffer slots (1 = a real token has been written there), and position ids
+of the new tokens; the causal rule is `key_slot <= cache_index + query_offset`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import flax.core.spmd as core_spmd
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vtg_jax.models.qwen_vl.config import TextConfig
+from vtg_jax.models.qwen_vl.rope import apply_rope, mrope_cos_sin
+from vtg_jax.parallel.rules import logical_to_spec
+
+# ---------------------------------------------------------------------------------------------------
+# Logical axis names (DESIGN.md rule 4).
+
+
+def partitioned(init: Callable[..., Any], names: Sequence[str | None]) -> Callable[..., Any]:
+    """An initializer whose Param carries logical axis names (`out_sharding` metadata).
+
+    Eager sharding is off: parameters are placed by `convert.from_pretrained` / the trainer from these
+    names + logical rules + mesh (`nnx.get_partition_spec` under `nnx.logical_axis_rules`), so building a
+    module needs no mesh.
+    """
+    return nnx.with_partitioning(init, tuple(names), eager_sharding=False)
+
+
+def logical_constraint(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """`with_sharding_constraint` by logical names; a no-op without an active mesh (`jax.set_mesh`)
+    and logical rules (`nnx.logical_axis_rules`; see `vtg_jax.parallel.rules.sharded_call`)."""
+    rules = core_spmd.get_logical_axis_rules()
+    mesh = jax.sharding.get_abstract_mesh()
+    if not rules or mesh.empty:
+        return x
+    return jax.lax.with_sharding_constraint(x, logical_to_spec(tuple(names), tuple(rules), mesh))
+
+
+# Activation-checkpoint policies by name (`remat` argument of the model).
+REMAT_POLICIES: dict[str, Any] = {
+    "full": None,  # save nothing: recompute the whole layer
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "everything_saveable": jax.checkpoint_policies.everything_saveable,
+}
+
+
+def check_remat(remat: str) -> None:
+    if remat != "none" and remat not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {remat!r}; choose 'none' or one of {sorted(REMAT_POLICIES)}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Layers.
+
+
+class RMSNorm(nnx.Module):
+    """x * rsqrt(mean(x^2) + eps) in float32, cast back to x's dtype, THEN times weight (brief §2, §6.3)."""
+
+    def __init__(self, dim: int, eps: float, *, name: str = "embed", param_dtype: Any = jnp.float32):
+        self.eps = eps
+        self.scale = nnx.Param(partitioned(nnx.initializers.ones, (name,))(None, (dim,), param_dtype))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        xf = x.astype(jnp.float32)
+        var = jnp.mean(xf * xf, axis=-1, keepdims=True)
+        y = (xf * jax.lax.rsqrt(var + self.eps)).astype(x.dtype)
+        return self.scale[...].astype(x.dtype) * y
+
+
+def dense(
+    din: int, dout: int, names: tuple[str, str], *, bias: bool, dtype: Any, param_dtype: Any, rngs: nnx.Rngs
+) -> nnx.Linear:
+    """A Linear whose kernel (in, out) and bias (out) carry logical names."""
+    return nnx.Linear(
+        din, dout, use_bias=bias, dtype=dtype, param_dtype=param_dtype,
+        kernel_init=partitioned(nnx.initializers.normal(0.02), names),
+        bias_init=partitioned(nnx.initializers.zeros_init(), names[1:]),
+        rngs=rngs,
+    )
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class LayerKV:
+    """One layer's KV cache: post-RoPE keys and values, [B, L, kv_heads, head_dim] each."""
+
+    k: jax.Array
+    v: jax.Array
+
+
+class Attention(nnx.Module):
+    """GQA self-attention: q/k/v bias (Qwen2.5), per-head q/k RMSNorm before RoPE (Qwen3)."""
+
+    def __init__(self, cfg: TextConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        self.cfg = cfg
+        hd, d = cfg.head_dim, cfg.hidden_size
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = dense(d, cfg.num_attention_heads * hd, ("embed", "heads"), bias=cfg.attention_bias, **kw)
+        self.k_proj = dense(d, cfg.num_key_value_heads * hd, ("embed", "kv_heads"), bias=cfg.attention_bias, **kw)
+        self.v_proj = dense(d, cfg.num_key_value_heads * hd, ("embed", "kv_heads"), bias=cfg.attention_bias, **kw)
+        self.o_proj = dense(cfg.num_attention_heads * hd, d, ("heads", "embed"), bias=False, **kw)
+        if cfg.qk_norm:  # Qwen3 (brief §2): RMSNorm(head_dim, rms_norm_eps) per head.
+            self.q_norm = RMSNorm(hd, cfg.rms_norm_eps, name="head_dim", param_dtype=param_dtype)
+            self.k_norm = RMSNorm(hd, cfg.rms_norm_eps, name="head_dim", param_dtype=param_dtype)
+
+    def __call__(
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
+        kv: LayerKV | None = None, cache_index: jax.Array | int | None = None,
+    ) -> tuple[jax.Array, LayerKV | None]:
+        cfg = self.cfg
+        b, s, _ = x.shape
+        q = self.q_proj(x).reshape(b, s, cfg.num_attention_heads, cfg.head_dim)
+        k = self.k_proj(x).reshape(b, s, cfg.num_key_value_heads, cfg.head_dim)
+        v = self.v_proj(x).reshape(b, s, cfg.num_key_value_heads, cfg.head_dim)
+        if cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q = logical_constraint(q, ("batch", "length", "heads", "head_dim"))
+        k = logical_constraint(k, ("batch", "length", "kv_heads", "head_dim"))
+        if kv is not None:  # Write the new tokens into the cache buffers, attend over all slots.
+            start = (0, cache_index, 0, 0)
+            kv = LayerKV(jax.lax.dynamic_update_slice(kv.k, k.astype(kv.k.dtype), start),
+                         jax.lax.dynamic_update_slice(kv.v, v.astype(kv.v.dtype), start))
+            k, v = kv.k.astype(q.dtype), kv.v.astype(q.dtype)
+        # GQA is native to dot_product_attention (kv head j serves query heads j*g..j*g+g-1, like
+        # repeat_kv). Softmax is float32 and masked logits get a finite minimum (brief §4, §6.12).
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=cfg.head_dim**-0.5, implementation=None)
+        return self.o_proj(out.reshape(b, s, -1)), kv
+
+
+class MLP(nnx.Module):
+    """SwiGLU without bias: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: TextConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        kw = dict(bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.gate_proj = dense(cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), **kw)
+        self.up_proj = dense(cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), **kw)
+        self.down_proj = dense(cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"), **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = jax.nn.silu(self.gate_proj(x)) * self.up_proj(x)
+        h = logical_constraint(h, ("batch", "length", "mlp"))
+        return self.down_proj(h)
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: TextConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
+        self.self_attn = Attention(cfg, **kw)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
+        self.mlp = MLP(cfg, **kw)
+
+    def __call__(
+        self, h: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
+        kv: LayerKV | None = None, cache_index: jax.Array | int | None = None,
+    ) -> tuple[jax.Array, LayerKV | None]:
+        a, kv = self.self_attn(self.input_layernorm(h), cos, sin, mask, kv, cache_index)
+        h = h + a
+        h = h + self.mlp(self.post_attention_layernorm(h))
+        return logical_constraint(h, ("batch", "length", "embed")), kv
+
+
+def _layer_plain(layer: DecoderLayer, h, cos, sin, mask):
+    return layer(h, cos, sin, mask)[0]
+
+
+def attention_mask_4d(
+    attention_mask: jax.Array | None, batch: int, q_len: int, k_len: int, q_offset: jax.Array | int = 0
+) -> jax.Array:
+    """Boolean [B, 1, T, K]: key j is visible to query i iff j <= q_offset + i and key j is not padding."""
+    causal = jnp.arange(k_len)[None, :] <= (q_offset + jnp.arange(q_len))[:, None]
+    mask = jnp.broadcast_to(causal[None, None], (batch, 1, q_len, k_len))
+    if attention_mask is not None:
+        mask = mask & jnp.asarray(attention_mask).astype(bool)[:, None, None, :]
+    return mask
+
+
+class TextModel(nnx.Module):
+    """Embedding + decoder layers + final norm (HF `model.language_model`)."""
+
+    def __init__(self, cfg: TextConfig, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
+                 remat: str = "none", rngs: nnx.Rngs):
+        check_remat(remat)
+        self.cfg, self.dtype, self.remat = cfg, dtype, remat
+        self.embed_tokens = nnx.Embed(
+            cfg.vocab_size, cfg.hidden_size, dtype=dtype, param_dtype=param_dtype,
+            embedding_init=partitioned(nnx.initializers.normal(0.02), ("vocab", "embed")), rngs=rngs,
+        )
+        self.layers = nnx.List(
+            [DecoderLayer(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
+        )
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
+
+    def __call__(
+        self,
+        inputs_embeds: jax.Array,
+        position_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        deepstack: Sequence[jax.Array] = (),
+        output_hidden_states: bool = False,
+        cache: list[LayerKV] | None = None,
+        cache_index: jax.Array | int = 0,
+    ) -> dict[str, Any]:
+        """inputs_embeds [B, T, D]; position_ids [3, B, T]; attention_mask [B, K] (K = T, or the cache
+        length when `cache` is given); deepstack: per-layer [B, T, D] additions, zero outside visual
+        positions (Qwen3, brief §1 DeepStack: added after layer k).
+
+        Returns {"last_hidden_state", "hidden_states" (if asked), "cache" (if given)}. hidden_states
+        follows HF: (input of layer 0, output of layers 0..N-2 before any DeepStack addition, final
+        normed state).
+        """
+        cfg = self.cfg
+        h = logical_constraint(inputs_embeds.astype(self.dtype), ("batch", "length", "embed"))
+        b, t, _ = h.shape
+        cos, sin = mrope_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta, cfg.mrope_section,
+                                 cfg.mrope_interleaved, self.dtype)
+        k_len = t if cache is None else cache[0].k.shape[1]
+        mask = attention_mask_4d(attention_mask, b, t, k_len, cache_index if cache is not None else 0)
+        hidden = [h] if output_hidden_states else None
+        new_cache = [] if cache is not None else None
+        step = _layer_plain
+        if self.remat != "none" and cache is None:
+            step = nnx.remat(_layer_plain, policy=REMAT_POLICIES[self.remat])
+        for i, layer in enumerate(self.layers):
+            if cache is not None:
+                h, kv = layer(h, cos, sin, mask, cache[i], cache_index)
+                new_cache.append(kv)
+            else:
+                h = step(layer, h, cos, sin, mask)
+            if hidden is not None and i < len(self.layers) - 1:
+                hidden.append(h)
+            if i < len(deepstack):
+                h = h + deepstack[i].astype(h.dtype)
+        h = self.norm(h)
+        out: dict[str, Any] = {"last_hidden_state": h}
+        if hidden is not None:
+            out["hidden_states"] = tuple(hidden) + (h,)
+        if new_cache is not None:
+            out["cache"] = new_cache
+        return out

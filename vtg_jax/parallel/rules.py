@@ -1,0 +1,113 @@
+"""Logical axis rules: from the names every parameter / activation carries to mesh axes (DESIGN rule 4).
+
+Mesh axes are `data` (pure data parallelism), `fsdp` (data parallelism with parameters sharded along
+`embed`, ZeRO-3 style) and `tensor` (Megatron-style: heads / MLP columns / vocabulary).
+
+Parameters and activations share logical names, but a PartitionSpec may use each mesh axis only once.
+Activations are sharded along `batch` over (data, fsdp), so their `embed` dim must not also take `fsdp`:
+`activation_rules` drops from every non-batch name the mesh axes that `batch` already uses. Use
+`DEFAULT_RULES` to place parameters and `activation_rules(DEFAULT_RULES)` as the context rules of the
+forward (`nnx.logical_axis_rules`), which is what `logical_to_mesh_sharding` and `sharded_call` do.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Sequence
+
+import jax
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MeshAxes = str | tuple[str, ...] | None
+Rules = tuple[tuple[str, MeshAxes], ...]
+
+DEFAULT_RULES: Rules = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+)
+
+
+def _as_tuple(axes: MeshAxes) -> tuple[str, ...]:
+    if axes is None:
+        return ()
+    return (axes,) if isinstance(axes, str) else tuple(axes)
+
+
+def _from_tuple(axes: tuple[str, ...]) -> MeshAxes:
+    if not axes:
+        return None
+    return axes[0] if len(axes) == 1 else axes
+
+
+def activation_rules(rules: Rules = DEFAULT_RULES) -> Rules:
+    """`rules` with the mesh axes of `batch` removed from every other name (no axis used twice)."""
+    table = dict(rules)
+    batch_axes = set(_as_tuple(table.get("batch")))
+    out = []
+    for name, axes in rules:
+        if name != "batch":
+            axes = _from_tuple(tuple(a for a in _as_tuple(axes) if a not in batch_axes))
+        out.append((name, axes))
+    return tuple(out)
+
+
+def logical_to_spec(names: Sequence[str | None] | None, rules: Rules, mesh: Mesh) -> PartitionSpec:
+    """PartitionSpec for one array's logical names; names without a rule (or axes not in `mesh`)
+    stay replicated, and a mesh axis already used by an earlier dim is dropped."""
+    if not names:
+        return PartitionSpec()
+    table = dict(rules)
+    used: set[str] = set()
+    spec = []
+    for name in names:
+        axes = tuple(a for a in _as_tuple(table.get(name) if name else None)
+                     if a in mesh.axis_names and a not in used)
+        used.update(axes)
+        spec.append(_from_tuple(axes))
+    return PartitionSpec(*spec)
+
+
+def logical_to_mesh_sharding(model_state: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
+    """NamedSharding for every Variable of an `nnx.State` (concrete or abstract, e.g. from
+    `nnx.eval_shape`), read from its `out_sharding` metadata; same tree structure as `model_state`.
+
+    Use with `jax.device_put(state, shardings)` or as `out_shardings` of a jitted initialiser.
+    """
+
+    def one(var: Any) -> Any:
+        names = var.get_metadata().get("out_sharding") if isinstance(var, nnx.Variable) else None
+        return NamedSharding(mesh, logical_to_spec(names, rules, mesh))
+
+    return jax.tree.map(one, model_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def shard_model(model: nnx.Module, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> None:
+    """Places every Variable of `model` on `mesh` in place (parameters by their logical names)."""
+    state = nnx.state(model)
+    shardings = logical_to_mesh_sharding(state, mesh, rules)
+    nnx.update(model, jax.device_put(state, shardings))
+
+
+@contextlib.contextmanager
+def sharded_call(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[None]:
+    """Context for tracing / running a forward: the mesh and the activation rules are active, so
+    `logical_constraint`s inside the model resolve (text.py)."""
+    with jax.set_mesh(mesh), nnx.logical_axis_rules(activation_rules(rules)):
+        yield
+
+
+def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
+    """A (data, fsdp, tensor) mesh over the first data*fsdp*tensor devices, all axes Auto (GSPMD
+    propagates shardings from the parameters, inputs and `logical_constraint`s)."""
+    n = data * fsdp * tensor
+    devices = list(devices if devices is not None else jax.devices())
+    if len(devices) < n:
+        raise ValueError(f"mesh {data}x{fsdp}x{tensor} needs {n} devices, have {len(devices)}")
+    return jax.make_mesh((data, fsdp, tensor), ("data", "fsdp", "tensor"),
+                         axis_types=(AxisType.Auto,) * 3, devices=devices[:n])
