@@ -8,7 +8,6 @@ from typing import Any
 import jax
 import numpy as np
 import torch
-from flax import nnx
 
 IMG, VID, VS, VE = 1000, 1001, 1002, 1003
 TXT = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -146,23 +145,17 @@ def ours_logits(model, inputs: dict[str, Any]) -> np.ndarray:
 
 
 def ours_forward(model, inputs: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Our (logits, hidden_states) through a jitted forward with host-precomputed position ids and
-    vision inputs (the way a training step calls the model)."""
+    """Our (logits, hidden_states) with host-precomputed position ids and vision inputs (the way a
+    training step calls the model); the model jits its array part itself."""
     from vtg_jax.models.qwen_vl.model import prepare_inputs
 
     host = prepare_inputs(model.cfg, inputs["input_ids"], inputs.get("attention_mask"),
                           inputs.get("image_grid_thw"), inputs.get("video_grid_thw"),
                           inputs.get("second_per_grid_ts"), inputs.get("mm_token_type_ids"))
-    arrays = {k: inputs.get(k) for k in ("input_ids", "attention_mask", "pixel_values", "pixel_values_videos")}
-    out = _jit_forward(model, arrays, host["position_ids"], host["vision_inputs"])
+    out = model(inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                pixel_values=inputs.get("pixel_values"), pixel_values_videos=inputs.get("pixel_values_videos"),
+                position_ids=host["position_ids"], vision_inputs=host["vision_inputs"], output_hidden_states=True)
     return np.asarray(out["logits"]), [np.asarray(h) for h in out["hidden_states"]]
-
-
-@nnx.jit
-def _jit_forward(model, arrays, position_ids, vision_inputs):
-    return model(arrays["input_ids"], attention_mask=arrays["attention_mask"],
-                 pixel_values=arrays["pixel_values"], pixel_values_videos=arrays["pixel_values_videos"],
-                 position_ids=position_ids, vision_inputs=vision_inputs, output_hidden_states=True)
 
 
 def max_valid_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None) -> float:

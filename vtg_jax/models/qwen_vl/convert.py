@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -193,43 +193,45 @@ def _host(x: jax.Array) -> np.ndarray:
     return np.asarray(x)
 
 
-def _shard_groups(tensors: Iterable[tuple[str, np.ndarray]], max_bytes: int) -> list[dict[str, np.ndarray]]:
-    groups: list[dict[str, np.ndarray]] = [{}]
-    size = 0
-    for name, arr in tensors:
-        if groups[-1] and size + arr.nbytes > max_bytes:
-            groups.append({})
-            size = 0
-        groups[-1][name] = arr
-        size += arr.nbytes
-    return groups
-
-
 def save_pretrained(model: QwenVL, path: str, max_shard_bytes: int = 5 * 2**30) -> None:
     """Writes config.json and safetensors with transformers-5 names (+ index when sharded).
 
-    Tied models write no `lm_head.weight` (as HF does). Only process 0 writes; all processes must call
-    this when parameters span hosts.
+    Tensors are gathered to the host one at a time and each shard file is written as soon as it is
+    full, so at most one shard is held in host memory. Tied models write no `lm_head.weight` (as HF
+    does). Only process 0 writes; every process must call this when parameters span hosts.
     """
     cfg: QwenVLConfig = model.cfg
     flat = _flat_params(nnx.state(model, nnx.Param))
-    tensors = ((r.hf, np.ascontiguousarray(r.to_hf(_host(flat[r.ours].get_value()))))
-               for r in conversion_rows(cfg))
-    groups = _shard_groups(tensors, max_shard_bytes)
-    if jax.process_index() != 0:
+    writer = jax.process_index() == 0
+    if writer:
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "config.json"), "w") as f:
+            json.dump(config_to_hf_dict(cfg), f, indent=2)
+    files: list[list[str]] = []  # tensor names of each written shard
+    group: dict[str, np.ndarray] = {}
+    size = total = 0
+
+    def flush() -> None:
+        if writer and group:
+            save_file(group, os.path.join(path, f"part-{len(files):05d}.tmp"), metadata={"format": "pt"})
+        files.append(list(group))
+
+    for r in conversion_rows(cfg):
+        arr = np.ascontiguousarray(r.to_hf(_host(flat[r.ours].get_value())))
+        if group and size + arr.nbytes > max_shard_bytes:
+            flush()
+            group, size = {}, 0
+        group[r.hf] = arr
+        size += arr.nbytes
+        total += arr.nbytes
+    flush()
+    if not writer:
         return
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(config_to_hf_dict(cfg), f, indent=2)
-    meta = {"format": "pt"}
-    if len(groups) == 1:
-        save_file(groups[0], os.path.join(path, "model.safetensors"), metadata=meta)
-        return
-    weight_map, total = {}, 0
-    for i, group in enumerate(groups):
-        fn = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
-        save_file(group, os.path.join(path, fn), metadata=meta)
-        weight_map.update({name: fn for name in group})
-        total += sum(a.nbytes for a in group.values())
-    with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    n = len(files)
+    names = ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+    for i, name in enumerate(names):
+        os.replace(os.path.join(path, f"part-{i:05d}.tmp"), os.path.join(path, name))
+    if n > 1:
+        weight_map = {t: names[i] for i, ts in enumerate(files) for t in ts}
+        with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)

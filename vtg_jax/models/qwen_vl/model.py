@@ -8,6 +8,11 @@ Equivalent of HF `Qwen{2_5,3}VLForConditionalGeneration` (porting brief §1-§2,
 Host-side work (3-D rope index, vision-tower index arrays) happens in `prepare_inputs`, which `__call__`
 runs automatically for numpy inputs. A jitted caller runs `prepare_inputs` on the host and passes its
 `position_ids` and `vision_inputs`, so everything inside the model is pure array code with static shapes.
+
+A sampler composes the pieces: `embed(...)` (visual features scattered in + DeepStack additions),
+`language_model(embeds, position_ids, attention_mask, deepstack, cache=[LayerKV...], cache_index=i)`
+(text.py documents the KV-cache contract) and `logits(hidden)`; `prepare_inputs(...)["rope_deltas"]`
+gives decode positions `last_prompt_pos + 1 + k` (brief §4).
 """
 from __future__ import annotations
 
@@ -174,16 +179,32 @@ class QwenVL(nnx.Module):
         """Logits [B, T, V] for HF-named, HF-layout inputs (numpy, torch-converted, or jax arrays).
 
         `position_ids` ([3,B,T]) and `vision_inputs` are computed on the host by `prepare_inputs` when
-        not given; jitted callers must pass them. With `output_hidden_states=True` the result is a dict
-        {"logits", "hidden_states"} where hidden_states follows HF (see `TextModel.__call__`).
+        not given; jitted callers must pass them. The array part then runs through one `nnx.jit`
+        (`forward`), so eager calls are compiled once per shape (nested inside a caller's jit it is
+        simply inlined). With `output_hidden_states=True` the result is a dict {"logits",
+        "hidden_states"} where hidden_states follows HF (see `TextModel.__call__`).
         """
         need_pos = position_ids is None
         need_vis = vision_inputs is None and (pixel_values is not None or pixel_values_videos is not None)
         if need_pos or need_vis:
+            if isinstance(input_ids, jax.core.Tracer):
+                raise ValueError("under jit, pass position_ids (and vision_inputs with pixels) computed on "
+                                 "the host by prepare_inputs")
             host = prepare_inputs(self.cfg, input_ids, attention_mask, image_grid_thw, video_grid_thw,
                                   second_per_grid_ts, mm_token_type_ids)
             position_ids = host["position_ids"] if need_pos else position_ids
             vision_inputs = host["vision_inputs"] if need_vis else vision_inputs
+        merge2 = self.cfg.vision.spatial_merge_size**2
+        _check_placeholders(self.cfg, input_ids, 0 if pixel_values is None else len(pixel_values) // merge2,
+                            0 if pixel_values_videos is None else len(pixel_values_videos) // merge2)
+        return _jit_forward(self, input_ids, attention_mask, pixel_values, pixel_values_videos, position_ids,
+                            vision_inputs, output_hidden_states=output_hidden_states)
+
+    def forward(
+        self, input_ids: Any, attention_mask: Any, pixel_values: Any, pixel_values_videos: Any,
+        position_ids: Any, vision_inputs: dict[str, Any] | None, output_hidden_states: bool = False,
+    ) -> jax.Array | dict[str, Any]:
+        """The pure-array forward (everything host-side already done); see `__call__`."""
         embeds, deepstack = self.embed(input_ids, pixel_values, pixel_values_videos, vision_inputs)
         out = self.language_model(embeds, jnp.asarray(position_ids), attention_mask=attention_mask,
                                   deepstack=deepstack, output_hidden_states=output_hidden_states)
@@ -191,6 +212,11 @@ class QwenVL(nnx.Module):
         if output_hidden_states:
             return {"logits": logits, "hidden_states": out["hidden_states"]}
         return logits
+
+
+@nnx.jit(static_argnames="output_hidden_states")
+def _jit_forward(model: QwenVL, *args: Any, output_hidden_states: bool) -> Any:
+    return model.forward(*args, output_hidden_states=output_hidden_states)
 
 
 def trainable_filter(freeze_vision: bool) -> Any:

@@ -151,7 +151,7 @@ def _from_segments_fwd(y, gather, valid, scatter):
 
 def _from_segments_bwd(res, g):
     gather, valid = res
-    return jnp.where(_slot_mask(valid, g.ndim + 1), g[gather], 0), None, None, None
+    return jnp.where(_slot_mask(valid, g.ndim), g[gather], 0), None, None, None
 
 
 from_segments.defvjp(_from_segments_fwd, _from_segments_bwd)
