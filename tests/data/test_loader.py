@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from vtg_jax.data.loader import Bucket, bucket_length, collate, make_loader, pad_to_bucket
+from vtg_jax.data.loader import Bucket, bucket_length, collate, make_loader, pad_to_bucket, qwen_vl_buckets
 from vtg_jax.data.records import GroundingRecord
 
 TOKENS = (8, 16, 32)
@@ -104,6 +104,31 @@ def test_collate_pads_to_batch_max_and_rejects_ragged_unbucketed_keys():
     bad = [{"input_ids": np.ones(3), "extra": np.ones(2)}, {"input_ids": np.ones(4), "extra": np.ones(5)}]
     with pytest.raises(ValueError, match="extra"):
         collate(bad, BUCKETS)
+
+
+def _processor_like(n_tok, n_groups, patches_per_group):
+    """The keys and shapes `vtg_jax.data.processor` emits for one video sample."""
+    return {
+        "input_ids": np.arange(n_tok, dtype=np.int32), "attention_mask": np.ones(n_tok, np.int32),
+        "mm_token_type_ids": np.zeros(n_tok, np.int32), "labels": np.full(n_tok, 7, np.int32),
+        "loss_mask": np.ones(n_tok, np.int32), "position_ids": np.zeros((3, n_tok), np.int32),
+        "prompt_length": np.array(3, np.int32), "rope_deltas": np.zeros((1,), np.int32),
+        "pixel_values_videos": np.ones((n_groups * patches_per_group, 6), np.float32),
+        "video_grid_thw": np.tile(np.array([[1, 2, 2]]), (n_groups, 1)),
+        "video_timestamps": np.arange(n_groups, dtype=np.float32),
+        "second_per_grid_ts": np.ones(n_groups, np.float32),
+    }
+
+
+def test_qwen_vl_buckets_pad_processor_outputs():
+    buckets = qwen_vl_buckets(tokens=(16, 32), patches=(16, 64), groups=(4, 8))
+    batch = collate([_processor_like(10, 3, 4), _processor_like(20, 5, 4)], buckets)
+    assert batch["input_ids"].shape == (2, 32) and batch["position_ids"].shape == (2, 3, 32)
+    assert batch["attention_mask"].sum(1).tolist() == [10, 20]  # the transform's own mask, zero-padded
+    assert batch["labels"][0, 10:].tolist() == [-100] * 22
+    assert batch["pixel_values_videos"].shape == (2, 64, 6) and batch["video_patch_mask"].sum(1).tolist() == [12, 20]
+    assert batch["video_grid_thw"].shape == (2, 8, 3) and batch["video_group_mask"].sum(1).tolist() == [3, 5]
+    assert batch["prompt_length"].shape == (2,) and batch["rope_deltas"].shape == (2, 1)
 
 
 def test_loader_emits_only_configured_shapes():

@@ -54,7 +54,8 @@ class Bucket:
       keys: example key → which axis of that (unbatched) array is this bucket's axis. Keys absent
         from an example are ignored (a spec may list optional keys).
       pad_values: pad value per key (default 0), e.g. {"labels": -100}.
-      mask_key: if set, an int32 [L] mask with 1 on real positions is added under this name.
+      mask_key: if set, the batch carries a [L] mask under this name: the transform's own mask
+        padded with 0 if it produced one, else a generated int32 mask with 1 on real positions.
     """
 
     boundaries: tuple[int, ...]
@@ -81,6 +82,18 @@ class Bucket:
 
 
 Buckets = Mapping[str, Bucket]
+
+
+def qwen_vl_buckets(tokens: Sequence[int], patches: Sequence[int], groups: Sequence[int]) -> dict[str, Bucket]:
+    """Buckets for `vtg_jax.data.processor` outputs: the token axis, the video-patch axis, and the
+    per-frame-group axis (grid rows / timestamps vary with the number of frames)."""
+    return {
+        "tokens": Bucket(tuple(tokens), {"input_ids": 0, "attention_mask": 0, "mm_token_type_ids": 0, "labels": 0,
+                                         "loss_mask": 0, "position_ids": 1}, {"labels": -100}, "attention_mask"),
+        "patches": Bucket(tuple(patches), {"pixel_values_videos": 0}, mask_key="video_patch_mask"),
+        "groups": Bucket(tuple(groups), {"video_grid_thw": 0, "video_timestamps": 0, "second_per_grid_ts": 0},
+                         mask_key="video_group_mask"),
+    }
 
 
 def bucket_length(length: int, boundaries: Sequence[int]) -> int:
@@ -116,12 +129,12 @@ def pad_to_bucket(example: Mapping[str, Any], buckets: Buckets,
             width = [(0, 0)] * arr.ndim
             width[axis] = (0, target - n)
             out[key] = np.pad(arr, width, constant_values=np.asarray(bucket.pad_values.get(key, 0), arr.dtype))
-        if bucket.mask_key is not None:
-            if bucket.mask_key in example:
-                raise ValueError(f"bucket {name!r}: the transform already produced {bucket.mask_key!r}")
-            mask = np.zeros((target,), np.int32)
-            mask[:n] = 1
-            out[bucket.mask_key] = mask
+        mask_key = bucket.mask_key
+        if mask_key is not None and mask_key not in bucket.keys:
+            if mask_key in out:  # the transform's own mask: pad it with zeros like any bucketed key
+                out[mask_key] = np.pad(out[mask_key], [(0, target - n)])
+            else:
+                out[mask_key] = (np.arange(target) < n).astype(np.int32)
     return out
 
 
@@ -322,7 +335,8 @@ def make_loader(records: Sequence[GroundingRecord], transform: Transform, *, bat
     Args:
       records: the dataset (all processes pass the same list; each keeps its shard).
       transform: record → dict of arrays (the processor); may raise, the example is then skipped.
-        With `worker_count > 0` it must be picklable by cloudpickle.
+        It runs on `read_threads` threads (use read_threads=1 if it is not thread-safe) and, with
+        `worker_count > 0`, in spawned processes, so it must be picklable by cloudpickle.
       batch_size: per-process batch size.
       seed: shuffle seed (the epoch is folded in by grain).
       buckets: padded axes, see `Bucket`.
@@ -331,7 +345,13 @@ def make_loader(records: Sequence[GroundingRecord], transform: Transform, *, bat
       worker_count: worker processes (0: transform runs in this process on `read_threads` threads).
       shard_index, shard_count: this process's shard; default jax.process_index()/process_count().
       drop_remainder: drop the short last batch and trim the records so all shards are equal-sized
-        (training); False keeps every record (evaluation).
+        (training); False keeps every record (evaluation). Batches may straddle epoch boundaries.
+      read_threads, prefetch_buffer_size: grain ReadOptions of the transform stage (per process).
+      worker_buffer_size: batches each worker process keeps ready.
+
+    With workers, each worker batches its own strided slice of the stream, so the batch composition
+    depends on `worker_count` (it is part of the state's fingerprint), and batch arrays live in shared
+    memory until dropped.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
