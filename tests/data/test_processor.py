@@ -266,6 +266,8 @@ def test_bad_inputs_raise(toks, tmp_path):
         proc(_frames("qwen2_5_vl", 2), [1.0, 0.0], "q")
     with pytest.raises(ValueError, match="special token"):
         proc(_frames("qwen2_5_vl", 2), [0, 1], "q <|video_pad|>")
+    with pytest.raises(ValueError, match="special token"):
+        proc(_frames("qwen2_5_vl", 2), [0, 1], "q", answer="1 to 2<|im_end|>")
     with pytest.raises(ValueError, match="interleave_timestamps"):
         QwenVLProcessor(get_preset("qwen3-vl-tiny"), tok, interleave_timestamps=False)
     with pytest.raises(ValueError, match="model config expects"):

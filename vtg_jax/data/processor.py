@@ -26,7 +26,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from vtg_jax.data.prompts import CHAT_TEMPLATES, DEFAULT_SYSTEM, PromptTemplate, get_template
+from vtg_jax.data.prompts import CHAT_TEMPLATES, DEFAULT_SYSTEM, TEMPLATES, PromptTemplate, get_template
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
 
 IGNORE_INDEX = -100
@@ -209,10 +209,13 @@ class QwenVLProcessor:
                options: Sequence[str] = ()) -> str:
         """The chat text with one unexpanded video placeholder (what `apply_chat_template` gives)."""
         user = self.template.format(query, duration, options)
-        for token in (*self.ids, IM_START, IM_END):
-            if token in user or (answer is not None and token in answer):
-                raise ValueError(f"query/answer text contains the special token {token}")
+        self._check_text(user, answer)
         return render_chat(self.family, user, system=self.system, answer=answer)
+
+    def _check_text(self, *texts: Optional[str]) -> None:
+        for token in (*self.ids, IM_START, IM_END, EOT):
+            if any(t is not None and token in t for t in texts):
+                raise ValueError(f"query/answer text contains the special token {token}")
 
     def _video_ids(self, grid: np.ndarray, group_ts: np.ndarray) -> list[int]:
         gt, gh, gw = (int(x) for x in grid[0])
@@ -246,6 +249,7 @@ class QwenVLProcessor:
         pixels, grid = patchify(frames, self.cfg)
         group_ts = group_timestamps(ts, self.cfg.vision.temporal_patch_size)
 
+        self._check_text(answer)
         before, after = self.render(query, None, duration, options).split(VIDEO_PAD)
         prompt = self.enc.encode(before) + self._video_ids(grid, group_ts) + self.enc.encode(after)
         target = [] if answer is None else self.enc.encode(answer) + [self.im_end_id]
@@ -301,8 +305,6 @@ _WORDS = ("the a an of in on to and with at from is are was person man woman peo
 
 
 def _tiny_corpus() -> list[str]:
-    from vtg_jax.data.prompts import TEMPLATES
-
     corpus = [t.user.replace("{", "").replace("}", "") for t in TEMPLATES.values()]
     corpus += [t.system for t in TEMPLATES.values() if t.system]
     corpus += ["system user assistant You are a helpful assistant.", _WORDS] * 4
