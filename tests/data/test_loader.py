@@ -127,7 +127,8 @@ def test_qwen_vl_buckets_pad_processor_outputs():
     assert batch["attention_mask"].sum(1).tolist() == [10, 20]  # the transform's own mask, zero-padded
     assert batch["labels"][0, 10:].tolist() == [-100] * 22
     assert batch["pixel_values_videos"].shape == (2, 64, 6) and batch["video_patch_mask"].sum(1).tolist() == [12, 20]
-    assert batch["video_grid_thw"].shape == (2, 8, 3) and batch["video_group_mask"].sum(1).tolist() == [3, 5]
+    assert batch["video_grid_thw"].shape == (2, 8, 3) and batch["video_grid_mask"].sum(1).tolist() == [3, 5]
+    assert batch["video_timestamps"].shape == (2, 8) and batch["video_group_mask"].sum(1).tolist() == [3, 5]
     assert batch["prompt_length"].shape == (2,) and batch["rope_deltas"].shape == (2, 1)
 
 
@@ -270,3 +271,28 @@ def test_two_processes_read_disjoint_shards(tmp_path):
         outs.append(json.loads(out.strip().splitlines()[-1]))
     assert not set(outs[0]) & set(outs[1])
     assert sorted(outs[0] + outs[1]) == list(range(37))
+
+
+@pytest.mark.parametrize("family,interleave", [("qwen2_5_vl", False), ("qwen2_5_vl", True), ("qwen3_vl", None)])
+def test_qwen_vl_buckets_pad_real_processor_outputs(tmp_path, family, interleave):
+    """The real processor's samples (one grid row per video, or one per group when Qwen2.5 interleaves
+    timestamps) batch through the bucket spec without shape conflicts."""
+    from vtg_jax.data.processor import QwenVLProcessor, build_tiny_tokenizer
+    from vtg_jax.models.qwen_vl.presets import get_preset
+
+    cfg = get_preset("qwen2.5-vl-tiny" if family == "qwen2_5_vl" else "qwen3-vl-tiny")
+    side = cfg.vision.patch_size * cfg.vision.spatial_merge_size
+    proc = QwenVLProcessor(cfg, build_tiny_tokenizer(str(tmp_path / "tok"), family=family),
+                           interleave_timestamps=interleave)
+    rng = np.random.default_rng(0)
+    samples = []
+    for n_frames in (4, 7):  # 2 and 4 frame groups (7 is padded to 8)
+        frames = rng.integers(0, 255, (n_frames, side, side, 3), dtype=np.uint8)
+        samples.append(proc(frames, np.arange(n_frames) / 2.0, "the red circle moves", answer="1.0 to 2.5"))
+    buckets = qwen_vl_buckets(tokens=(64, 128, 256), patches=(16, 32), groups=(4, 8))
+    batch = collate(samples, buckets)
+    assert batch["video_group_mask"].sum(1).tolist() == [2, 4]
+    rows = [2, 4] if interleave else [1, 1]  # grid rows: one per group only in interleaved Qwen2.5
+    assert batch["video_grid_mask"].sum(1).tolist() == rows
+    assert batch["video_patch_mask"].sum(1).tolist() == [8, 16]
+    assert batch["attention_mask"].sum(1).tolist() == [len(s["input_ids"]) for s in samples]

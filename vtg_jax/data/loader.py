@@ -85,14 +85,17 @@ Buckets = Mapping[str, Bucket]
 
 
 def qwen_vl_buckets(tokens: Sequence[int], patches: Sequence[int], groups: Sequence[int]) -> dict[str, Bucket]:
-    """Buckets for `vtg_jax.data.processor` outputs: the token axis, the video-patch axis, and the
-    per-frame-group axis (grid rows / timestamps vary with the number of frames)."""
+    """Buckets for `vtg_jax.data.processor` outputs: the token axis, the video-patch axis, the rows of
+    `video_grid_thw` (one per video, or one per frame group when Qwen2.5 interleaves timestamps) and the
+    per-frame-group timestamps. Grid rows and timestamps are separate axes: they agree in length only
+    in the interleaved Qwen2.5 layout."""
     return {
         "tokens": Bucket(tuple(tokens), {"input_ids": 0, "attention_mask": 0, "mm_token_type_ids": 0, "labels": 0,
                                          "loss_mask": 0, "position_ids": 1}, {"labels": -100}, "attention_mask"),
         "patches": Bucket(tuple(patches), {"pixel_values_videos": 0}, mask_key="video_patch_mask"),
-        "groups": Bucket(tuple(groups), {"video_grid_thw": 0, "video_timestamps": 0, "second_per_grid_ts": 0},
-                         mask_key="video_group_mask"),
+        "grid_rows": Bucket(tuple(groups), {"video_grid_thw": 0, "second_per_grid_ts": 0},
+                            mask_key="video_grid_mask"),
+        "groups": Bucket(tuple(groups), {"video_timestamps": 0}, mask_key="video_group_mask"),
     }
 
 
