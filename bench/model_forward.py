@@ -80,7 +80,8 @@ def model_flops(cfg: QwenVLConfig, batch: dict[str, np.ndarray]) -> float:
     b, s = batch["input_ids"].shape
     hd = t.head_dim
     attn_p = t.hidden_size * hd * (2 * t.num_attention_heads + 2 * t.num_key_value_heads)
-    text_p = t.num_hidden_layers * (attn_p + 3 * t.hidden_size * t.intermediate_size) + t.hidden_size * t.vocab_size
+    text_p = (t.num_hidden_layers * (attn_p + 3 * t.hidden_size * t.intermediate_size)
+              + t.hidden_size * t.vocab_size)
     fwd = 2 * text_p * b * s + 4 * s * s * t.num_attention_heads * hd * b * t.num_hidden_layers
     d, d4 = v.hidden_size, v.hidden_size * v.spatial_merge_size**2
     mlp_p = (3 if cfg.family == "qwen2_5_vl" else 2) * d * v.intermediate_size
@@ -89,7 +90,8 @@ def model_flops(cfg: QwenVLConfig, batch: dict[str, np.ndarray]) -> float:
     n_mergers = 1 + len(v.deepstack_visual_indexes)
     fwd += 2 * (n // 4) * n_mergers * (d4 * d4 + d4 * v.out_hidden_size)
     vi = prepare_vision_inputs(v, cfg.family, batch["video_grid_thw"])
-    seg2 = {k: float((vi[f"{k}_valid"].sum(1).astype(np.float64) ** 2).sum()) for k in ("full", "win") if f"{k}_valid" in vi}
+    seg2 = {k: float((vi[f"{k}_valid"].sum(1).astype(np.float64) ** 2).sum())
+            for k in ("full", "win") if f"{k}_valid" in vi}
     for i in range(v.depth):
         full = cfg.family == "qwen3_vl" or i in v.fullatt_block_indexes
         fwd += 4 * seg2["full" if full else "win"] * d
@@ -202,7 +204,8 @@ def main() -> None:
     t_torch, loss_torch = timeit(torch_step_fn(hf, batch, args.family), args.steps)
     print(f"loss: ours {loss_jax:.6f}  transformers {loss_torch:.6f}  |d| {abs(loss_jax - loss_torch):.2e}")
     for name, t in (("ours (jax.jit)", t_jax), ("transformers", t_torch)):
-        print(f"{name:16s} {t * 1e3:9.1f} ms/step  {flops / t / 1e9:7.1f} GFLOP/s  {flops / t / peak:6.1%} of peak")
+        print(f"{name:16s} {t * 1e3:9.1f} ms/step  {flops / t / 1e9:7.1f} GFLOP/s  "
+              f"{flops / t / peak:6.1%} of peak")
     print(f"speed-up ours vs transformers: {t_torch / t_jax:.2f}x")
 
 

@@ -50,7 +50,8 @@ def _hf_param_count(cfg: QwenVLConfig) -> int:
 _BIG = {"qwen2.5-vl-32b", "qwen2.5-vl-72b", "qwen3-vl-32b"}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _BIG else n for n in sorted(PRESETS)])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in _BIG else n for n in sorted(PRESETS)])
 def test_param_count_matches_transformers(name):
     cfg = PRESETS[name]
     assert _param_count(cfg) == _hf_param_count(cfg)

@@ -158,7 +158,8 @@ def test_metadata_matches_hf_helpers(grid):
             np.testing.assert_array_equal(vi["window_index"], wi.numpy())
             np.testing.assert_array_equal(vi["reverse_index"], torch.argsort(wi).numpy())
             cuw = cuw.numpy()
-            np.testing.assert_array_equal(vi["window_segment_ids"], np.repeat(np.arange(len(cuw) - 1), np.diff(cuw)))
+            np.testing.assert_array_equal(vi["window_segment_ids"],
+                                          np.repeat(np.arange(len(cuw) - 1), np.diff(cuw)))
         else:
             idx, w = VU.get_vision_interpolation_indices_and_weights(
                 g, 4, mode="bilinear", align_corners=True, spatial_merge_size=2)
@@ -199,7 +200,8 @@ def test_gradients_match_hf(pair):
     x = torch.from_numpy(pv).requires_grad_(True)
     hf.zero_grad(set_to_none=True)
     out = hf.model.visual(x, grid_thw=torch.from_numpy(grid))
-    (out.pooler_output.pow(2).sum() + sum(d.pow(2).sum() for d in getattr(out, "deepstack_features", None) or [])).backward()
+    deepstack = getattr(out, "deepstack_features", None) or []
+    (out.pooler_output.pow(2).sum() + sum(d.pow(2).sum() for d in deepstack)).backward()
 
     def rel(ours, ref):
         return float(np.abs(np.asarray(ours) - ref).max()) / float(np.abs(ref).max())

@@ -12,6 +12,7 @@ forward (`nnx.logical_axis_rules`), which is what `logical_to_mesh_sharding` and
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Iterator, Sequence
 
 import jax
@@ -57,17 +58,21 @@ def activation_rules(rules: Rules = DEFAULT_RULES) -> Rules:
     return tuple(out)
 
 
-def logical_to_spec(names: Sequence[str | None] | None, rules: Rules, mesh: Mesh) -> PartitionSpec:
-    """PartitionSpec for one array's logical names; names without a rule (or axes not in `mesh`)
-    stay replicated, and a mesh axis already used by an earlier dim is dropped."""
+def logical_to_spec(names: Sequence[str | None] | None, rules: Rules, mesh: Mesh,
+                    shape: Sequence[int] | None = None) -> PartitionSpec:
+    """PartitionSpec for one array's logical names. Names without a rule (or axes not in `mesh`) stay
+    replicated; a mesh axis already used by an earlier dim is dropped; with `shape`, a dim that the
+    mesh axes do not divide evenly is replicated rather than failing at placement."""
     if not names:
         return PartitionSpec()
     table = dict(rules)
     used: set[str] = set()
     spec = []
-    for name in names:
+    for i, name in enumerate(names):
         axes = tuple(a for a in _as_tuple(table.get(name) if name else None)
                      if a in mesh.axis_names and a not in used)
+        if shape is not None and axes and shape[i] % math.prod(mesh.shape[a] for a in axes):
+            axes = ()
         used.update(axes)
         spec.append(_from_tuple(axes))
     return PartitionSpec(*spec)
@@ -81,8 +86,11 @@ def logical_to_mesh_sharding(model_state: Any, mesh: Mesh, rules: Rules = DEFAUL
     """
 
     def one(var: Any) -> Any:
-        names = var.get_metadata().get("out_sharding") if isinstance(var, nnx.Variable) else None
-        return NamedSharding(mesh, logical_to_spec(names, rules, mesh))
+        if not isinstance(var, nnx.Variable):
+            return NamedSharding(mesh, PartitionSpec())
+        names = var.get_metadata().get("out_sharding")
+        shape = getattr(var.get_value(), "shape", None)
+        return NamedSharding(mesh, logical_to_spec(names, rules, mesh, shape))
 
     return jax.tree.map(one, model_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 

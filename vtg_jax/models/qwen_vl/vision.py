@@ -106,7 +106,8 @@ def _patch_embed_rows(cfg: VisionConfig, hf: str, ours: ct.Path, bias: bool) -> 
     rows = [ct.Row(f"{hf}.patch_embed.proj.weight", (*ours, "patch_embed", "kernel"),
                    ct.conv3d_to_dense, ct.dense_to_conv3d(shape))]
     if bias:
-        rows.append(ct.Row(f"{hf}.patch_embed.proj.bias", (*ours, "patch_embed", "bias"), ct.identity, ct.identity))
+        rows.append(ct.Row(f"{hf}.patch_embed.proj.bias", (*ours, "patch_embed", "bias"),
+                           ct.identity, ct.identity))
     return rows
 
 
