@@ -20,6 +20,10 @@ setup(
         "absl-py",
         "safetensors",
         "tqdm",
+        "pillow",  # frame resizing (data/video.py)
+        "opencv-python-headless",  # mp4 writing for the synthetic benchmark (data/synthetic.py)
+        "transformers",  # tokenizers loaded from local directories (data/processor.py)
+        "tokenizers",
     ],
     extras_require={
         "test": [

@@ -1,5 +1,9 @@
 """Synthetic temporal-grounding benchmark: the project's embedded default dataset.
 
+  python -m vtg_jax.data.synthetic --out_dir /tmp/syn --num_train 1000 --num_val 500 --num_test 500 --level 1
+  python -m vtg_jax.data.extract --videos /tmp/syn/videos --out /tmp/syn/frames_q3 --family qwen3_vl \
+      --min_pixels 4096   # keeps 64x64 (Qwen2.5: --family qwen2_5_vl --min_pixels 3136 gives 56x56)
+
 No videos can be downloaded here, so the default pipeline runs on real mp4 files that we render:
 coloured shapes on dull backgrounds (solid, gradient or mildly noisy) that appear, move or change
 colour during known intervals, with a query that names the event and its exact span in seconds.
@@ -14,10 +18,12 @@ Why the numbers are what they are (shared/notes/synthetic_probe.md):
   the starts, so with L >= 1.5 s the duration must be ~16 s or more for R@0.5 < 0.15. The default
   therefore uses 16-24 s videos (32-48 frames at 2 fps) and 1.5-2.5 s events; the `short` preset
   keeps <= 32 frames (12-16 s) at the price of 1.0-1.5 s events. `trivial_baselines` measures it.
+* Spans are half-open in frames: an object appears / is recoloured for t in [start, end); a move
+  runs from its position at `start` to its final position at `end` (linear in between).
 * Level 1: one object appears. Level 2: the target appears among 1-2 distractors (static or
-  appearing at other times, often sharing its colour or shape). Level 3: the target appears, moves
-  or changes colour among 2-3 distractors that have events of their own. A (colour, shape) pair is
-  shown by one object only, at all times, so the query identifies the event uniquely.
+  appearing at their own random times, often sharing its colour or shape). Level 3: the target
+  appears, moves or changes colour among 2-3 distractors that have events of their own. A
+  (colour, shape) pair is shown by one object only, at all times, so the query is unambiguous.
 """
 from __future__ import annotations
 
@@ -166,19 +172,22 @@ def sample_scene(rng: np.random.Generator, level: int, cfg: SyntheticConfig) -> 
         n_dis, dis_events = int(rng.integers(2, 4)), ("none", "appear", "move", "recolour")
     else:
         raise ValueError(f"level must be 1, 2 or 3, got {level!r}")
-    used: set = set()
-    occupied: list = []
-    target = None
-    while target is None:  # the target always fits in an empty frame; retry covers rare recolour dead ends
-        used.clear()
-        occupied.clear()
+    for _scene_try in range(100):  # rare dead ends (no free spot or identity) restart the scene
+        used: set = set()
+        occupied: list = []
         target = _make_object(rng, target_event, used, None, duration, cfg, occupied)
-    objects = [target]
-    for _ in range(n_dis):
-        ev = dis_events[int(rng.integers(len(dis_events)))]
-        obj = _make_object(rng, ev, used, target, duration, cfg, occupied)
-        if obj is not None:
-            objects.append(obj)
+        objects = [target] if target is not None else []
+        for _ in range(n_dis if objects else 0):
+            for _attempt in range(10):
+                ev = dis_events[int(rng.integers(len(dis_events)))]
+                obj = _make_object(rng, ev, used, target, duration, cfg, occupied)
+                if obj is not None:
+                    objects.append(obj)
+                    break
+        if len(objects) == n_dis + 1:
+            break
+    else:
+        raise RuntimeError(f"cannot place {n_dis + 1} objects in a {cfg.size}px frame; use a larger size")
     return {"duration": duration, "level": level, "background": _background(rng, cfg.size),
             "objects": objects, "query": _query(rng, target), "span": target["span"]}
 
@@ -386,6 +395,14 @@ def trivial_baselines(records: Sequence[GroundingRecord], fit_records: Sequence[
     return out
 
 
+def format_table(table: dict[str, dict[str, float]], title: str = "") -> str:
+    """A markdown table of `trivial_baselines` output."""
+    lines = [f"| {title} | R@0.3 | R@0.5 | R@0.7 | mIoU |", "|---|---|---|---|---|"]
+    for name, m in table.items():
+        lines.append(f"| {name} | {m['R@0.3']:.3f} | {m['R@0.5']:.3f} | {m['R@0.7']:.3f} | {m['mIoU']:.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str]) -> None:
     from absl import flags
 
@@ -401,7 +418,7 @@ def main(argv: Sequence[str]) -> None:
         for split in ("val", "test"):
             recs = list(read_jsonl(paths[split]))
             if recs and train:
-                print(split, json.dumps(trivial_baselines(recs, train, seed=f.seed), indent=1))
+                print(format_table(trivial_baselines(recs, train, seed=f.seed), f"{split} (fitted on train)"))
 
 
 def _define_flags() -> None:

@@ -1,0 +1,259 @@
+"""Decode videos at a target fps, resize with a Qwen family's smart-resize rule, store uint8 frames.
+
+  python -m vtg_jax.data.extract --videos DIR|GLOB|LIST.txt --out STORE --family qwen2_5_vl --fps 2 \
+      [--workers 4] [--min_pixels 3136 --max_pixels 602112]
+
+Frames are sampled and sized exactly as the HF video processor would (vtg_jax/data/video.py) so the
+model sees the same frames whether it reads the store or runs the processor; for the tiny 56/64 px
+synthetic videos pass a small --min_pixels (3136 for Qwen2.5 keeps 56², 4096 for Qwen3 keeps 64²),
+since the HF defaults upscale them to 336² / 192². The store layout is documented in frame_store.py.
+
+The run is meant to survive bad data: a missing, empty, corrupt or too-short video is written to
+errors.jsonl with the reason and the run goes on; a decoder crash in a worker process is retried in
+isolation and recorded the same way. Videos already in the manifest are skipped, so an interrupted
+run resumes where it stopped (failed videos are retried).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import glob
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import time
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Sequence
+
+from vtg_jax.data.frame_store import ERRORS, MANIFEST, STORE_INFO, array_spec, read_manifest
+from vtg_jax.data.video import family_spec, resize_frames, sample_indices, target_size
+
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
+
+
+class VideoError(ValueError):
+    """A per-video problem whose message is the whole reason (no exception type prefix needed)."""
+
+
+def list_videos(spec: str | Sequence[str]) -> list[tuple[str, str]]:
+    """(video_id, path) pairs from a directory (recursive), a glob, a list file or a list of paths.
+
+    A list file (.txt/.lst) holds one path per line, relative to the file's directory. The video id
+    is the file name without its extension. Missing paths are kept: they become error lines.
+    """
+    if isinstance(spec, str):
+        if os.path.isdir(spec):
+            paths = sorted(p for p in glob.glob(os.path.join(spec, "**", "*"), recursive=True)
+                           if p.lower().endswith(VIDEO_EXTS) and os.path.isfile(p))
+        elif spec.endswith((".txt", ".lst")) and os.path.isfile(spec):
+            base = os.path.dirname(os.path.abspath(spec))
+            with open(spec) as f:
+                paths = [os.path.join(base, ln.strip()) for ln in f if ln.strip() and not ln.startswith("#")]
+        else:
+            paths = sorted(glob.glob(spec)) or [spec]
+    else:
+        paths = list(spec)
+    return [(os.path.splitext(os.path.basename(p))[0], os.path.abspath(p)) for p in paths]
+
+
+def array_key(video_id: str) -> str:
+    """A file-system-safe array name; ids that need escaping get a hash suffix to stay unique."""
+    key = re.sub(r"[^A-Za-z0-9._-]", "_", video_id).lstrip(".") or "_"
+    return key if key == video_id else f"{key}-{hashlib.sha1(video_id.encode()).hexdigest()[:10]}"
+
+
+def extract_one(video_id: str, path: str, out: str, family: str, fps: float, min_pixels: int,
+                max_pixels: int, min_frames: int, max_frames: int) -> dict[str, Any]:
+    """Decodes, samples, resizes and writes one video; returns its manifest entry. Raises on bad input."""
+    import decord
+    import numpy as np
+    import tensorstore as ts
+
+    if not os.path.isfile(path):
+        raise VideoError("missing file")
+    if os.path.getsize(path) == 0:
+        raise VideoError("empty file (0 bytes)")
+    vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+    total, src_fps = len(vr), float(vr.get_avg_fps())
+    if total <= 0:
+        raise VideoError("zero-length video (no frames)")
+    idx = sample_indices(family, total, src_fps, fps, min_frames, max_frames)
+    frames = vr.get_batch(idx.tolist()).asnumpy()
+    if frames.ndim != 4 or frames.shape[0] != len(idx) or frames.shape[-1] != 3:
+        raise VideoError(f"decoder returned frames of shape {frames.shape} for {len(idx)} indices")
+    h0, w0 = int(frames.shape[1]), int(frames.shape[2])
+    h, w = target_size(family, len(idx), h0, w0, min_pixels, max_pixels)
+    frames = resize_frames(np.ascontiguousarray(frames, np.uint8), h, w)
+    key = array_key(video_id)
+    t = len(idx)
+    codecs = [{"name": "sharding_indexed", "configuration": {
+        "chunk_shape": [1, h, w, 3],
+        "codecs": [{"name": "bytes"}, {"name": "zstd", "configuration": {"level": 3}}],
+        "index_codecs": [{"name": "bytes"}, {"name": "crc32c"}]}}]
+    spec = dict(array_spec(out, key), create=True, delete_existing=True, metadata={
+        "shape": [t, h, w, 3], "data_type": "uint8", "codecs": codecs,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [t, h, w, 3]}},
+        "attributes": {"video_id": video_id, "family": family}})
+    ts.open(spec).result().write(frames).result()
+    return {
+        "video_id": video_id, "key": key, "path": path, "family": family, "fps": fps,
+        "source_fps": src_fps, "num_source_frames": total, "duration": total / src_fps,
+        "frame_indices": idx.tolist(), "timestamps": (idx / src_fps).tolist(), "shape": [t, h, w, 3],
+        "source_shape": [h0, w0],
+    }
+
+
+def _work(task: tuple) -> tuple[str, Any]:
+    """Worker entry point: never raises for bad input; returns ("ok", entry) or ("error", reason)."""
+    try:
+        return "ok", extract_one(*task)
+    except Exception as e:  # noqa: BLE001 - any decoder/IO failure is a per-video error, not a run failure
+        return "error", str(e) if isinstance(e, VideoError) else f"{type(e).__name__}: {e}"
+
+
+def _check_store(out: str, info: dict[str, Any]) -> None:
+    """Refuses to mix settings in one store: a second family or budget must go to another directory."""
+    path = os.path.join(out, STORE_INFO)
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        diff = {k: (old.get(k), v) for k, v in info.items() if old.get(k) != v}
+        if diff:
+            raise ValueError(f"store {out} was made with other settings (old, new): {diff}")
+    else:
+        with open(path, "w") as f:
+            json.dump(info, f, indent=1)
+
+
+def _pool_works(ctx) -> bool:
+    """Whether a fresh worker can run a no-op: tells a broken environment from one crashing video."""
+    try:
+        with cf.ProcessPoolExecutor(1, mp_context=ctx) as ex:
+            return ex.submit(os.getpid).result() > 0
+    except BrokenProcessPool:
+        return False
+
+
+def _run_parallel(tasks: list[tuple], workers: int, start_method: str, done: Callable[[tuple, tuple], None],
+                  work: Callable[[tuple], tuple] = _work) -> None:
+    """Runs `work` over tasks in a process pool; a pool broken by a crashing task is recovered."""
+    ctx = multiprocessing.get_context(start_method)
+    suspects: list[tuple] = []
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx) as ex:
+        futs = {ex.submit(work, t): t for t in tasks}
+        for fut in cf.as_completed(futs):
+            try:
+                done(futs[fut], fut.result())
+            except BrokenProcessPool:  # a worker died (e.g. a decoder segfault): find the culprit alone
+                suspects.append(futs[fut])
+    if suspects and not _pool_works(ctx):
+        raise RuntimeError(f"worker processes cannot run at all ({start_method!r} start); rerun with --workers 0 to "
+                           "see why (with 'spawn' the calling script needs an `if __name__ == '__main__':` guard)")
+    for task in suspects:
+        with cf.ProcessPoolExecutor(1, mp_context=ctx) as ex:
+            try:
+                done(task, ex.submit(work, task).result())
+            except BrokenProcessPool:
+                done(task, ("error", "worker process crashed while decoding"))
+
+
+def extract(videos: str | Sequence[str], out: str, *, family: str, fps: float = 2.0,
+            min_pixels: int | None = None, max_pixels: int | None = None, min_frames: int = 4,
+            max_frames: int = 768, workers: int = 0, start_method: str = "spawn",
+            progress: bool = True) -> dict[str, int]:
+    """Extracts every video into the store at `out`; returns counts {total, done, skipped, errors}.
+
+    workers=0 runs in this process (a decoder crash then ends the run); workers>0 uses a process pool.
+    """
+    spec = family_spec(family)
+    min_pixels = spec.min_pixels if min_pixels is None else int(min_pixels)
+    max_pixels = spec.max_pixels if max_pixels is None else int(max_pixels)
+    os.makedirs(out, exist_ok=True)
+    _check_store(out, {"format": "vtg_jax.frame_store/1", "family": family, "fps": float(fps),
+                       "min_pixels": min_pixels, "max_pixels": max_pixels,
+                       "min_frames": int(min_frames), "max_frames": int(max_frames)})
+    finished, _ = read_manifest(os.path.join(out, MANIFEST))
+    items = list_videos(videos)
+    stats = {"total": len(items), "done": 0, "skipped": 0, "errors": 0}
+    todo, seen = [], {}
+    errors_f = open(os.path.join(out, ERRORS), "a")
+    manifest_f = open(os.path.join(out, MANIFEST), "a")
+
+    def record_error(vid: str, path: str, reason: str) -> None:
+        errors_f.write(json.dumps({"video_id": vid, "path": path, "reason": reason, "family": family,
+                                   "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        errors_f.flush()
+        stats["errors"] += 1
+
+    for vid, path in items:
+        if vid in seen:
+            record_error(vid, path, f"duplicate video id (also {seen[vid]})")
+        elif vid in finished:
+            stats["skipped"] += 1
+        else:
+            todo.append((vid, path, out, family, float(fps), min_pixels, max_pixels, min_frames, max_frames))
+        seen.setdefault(vid, path)
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"extract {family}", unit="video")
+
+    def done(task: tuple, result: tuple) -> None:
+        status, payload = result
+        if status == "ok":
+            manifest_f.write(json.dumps(payload) + "\n")
+            manifest_f.flush()
+            stats["done"] += 1
+        else:
+            record_error(task[0], task[1], payload)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(errors=stats["errors"])
+
+    try:
+        if workers > 0 and len(todo) > 1:
+            _run_parallel(todo, workers, start_method, done)
+        else:
+            for task in todo:
+                done(task, _work(task))
+    finally:
+        manifest_f.close()
+        errors_f.close()
+        if bar is not None:
+            bar.close()
+    return stats
+
+
+def main(argv: Sequence[str]) -> None:
+    from absl import flags
+
+    f = flags.FLAGS
+    stats = extract(f.videos, f.out, family=f.family, fps=f.fps, min_pixels=f.min_pixels,
+                    max_pixels=f.max_pixels, min_frames=f.min_frames, max_frames=f.max_frames,
+                    workers=f.workers, start_method=f.start_method)
+    print(json.dumps(stats))
+
+
+def _define_flags() -> None:
+    """Flags exist only when run as a command, so importing this module registers none."""
+    from absl import flags
+
+    flags.DEFINE_string("videos", None, "directory, glob or .txt list of video paths", required=True)
+    flags.DEFINE_string("out", None, "frame store directory", required=True)
+    flags.DEFINE_enum("family", "qwen2_5_vl", ["qwen2_5_vl", "qwen3_vl"], "sampling/resize rules")
+    flags.DEFINE_float("fps", 2.0, "target sampling fps")
+    flags.DEFINE_integer("min_pixels", None, "smart-resize minimum (HF default: 100352 / 131072)")
+    flags.DEFINE_integer("max_pixels", None, "smart-resize maximum (HF default: 602112 / 786432)")
+    flags.DEFINE_integer("min_frames", 4, "frame-count clamp minimum")
+    flags.DEFINE_integer("max_frames", 768, "frame-count clamp maximum")
+    flags.DEFINE_integer("workers", 0, "worker processes (0: decode in this process)")
+    flags.DEFINE_enum("start_method", "spawn", ["spawn", "forkserver", "fork"], "multiprocessing start method")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)
