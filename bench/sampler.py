@@ -1,0 +1,151 @@
+"""Sampler throughput: (a) our jitted decode vs transformers `generate`, (b) G samples from one shared
+prefill vs G independent prefills (ours both ways). One process, same weights, float32, CPU.
+
+    /work/venv/bin/python bench/sampler.py [--batch 8] [--prompt 64] [--new 64] [--samples 8] [--video-new 50]
+
+Model ("medium", random weights): Qwen2.5-VL text hidden 512, 8 layers, 8 heads / 4 kv heads, vocab 8192;
+vision depth 4, hidden 256. Built in transformers, saved with `save_pretrained` and loaded with our
+`from_pretrained`, so both sides hold the same weights. transformers uses sdpa attention and torch 2
+threads (and 1 thread, see --torch-threads); XLA:CPU uses its own pool over the machine's cores.
+
+(a) Text prompts [batch, prompt], greedy, no EOS. decode tokens/s = batch * (new - 1) / (t(new) - t(1)):
+    the difference of two end-to-end generate calls removes the prefill and the per-call overhead (host
+    preparation, HF's input checks) from both sides alike. End-to-end tokens/s is printed too.
+(b) One video prompt of ~1k tokens (grid 8x22x22 patches -> 968 video tokens), temperature 1,
+    `samples` completions of `video-new` tokens: shared = generate(B=1, num_samples=G) (vision tower and
+    prompt once, KV cache repeated G times); independent = generate on G copies of the prompt (B=G,
+    num_samples=1): G vision-tower runs and G prompt prefills, batched.
+Compile time is EXCLUDED everywhere: every configuration runs once as a warm-up before it is timed;
+timings are the best of `--repeats` runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from vtg_jax.models.qwen_vl import from_pretrained
+from vtg_jax.sampling import generate
+
+VS, VE, VID = 8002, 8003, 8001
+GRID = (8, 22, 22)  # (t, h, w) patches -> t*h*w/4 = 968 video tokens
+
+
+def hf_medium_model():
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    cfg = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=8192, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
+                         num_attention_heads=8, num_key_value_heads=4, rms_norm_eps=1e-6,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]}),
+        vision_config=dict(depth=4, hidden_size=256, intermediate_size=512, num_heads=4, patch_size=14,
+                           temporal_patch_size=2, spatial_merge_size=2, window_size=112,
+                           fullatt_block_indexes=[1, 3], out_hidden_size=512, tokens_per_second=2),
+        image_token_id=8000, video_token_id=VID, vision_start_token_id=VS, vision_end_token_id=VE,
+        tie_word_embeddings=False, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    return Qwen2_5_VLForConditionalGeneration(cfg).eval().float()
+
+
+def text_batch(batch: int, prompt: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    ids = rng.integers(10, 7000, size=(batch, prompt))
+    return dict(input_ids=ids, attention_mask=np.ones_like(ids))
+
+
+def video_prompt(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    t, h, w = GRID
+    ids = np.array([list(rng.integers(10, 7000, 20)) + [VS] + [VID] * (t * h * w // 4) + [VE]
+                    + list(rng.integers(10, 7000, 10))])
+    return dict(input_ids=ids, attention_mask=np.ones_like(ids), mm_token_type_ids=(ids == VID) * 2,
+                pixel_values_videos=rng.standard_normal((t * h * w, 3 * 2 * 14 * 14)).astype(np.float32),
+                video_grid_thw=np.array([GRID]), second_per_grid_ts=np.array([1.0], np.float32))
+
+
+def repeat_prompt(p: dict[str, np.ndarray], g: int) -> dict[str, np.ndarray]:
+    out = {k: np.concatenate([v] * g) for k, v in p.items()}
+    return out
+
+
+def best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """(best wall time of `repeats` timed runs, output of the untimed warm-up run)."""
+    out = fn()  # warm-up: compiles (ours) / allocator and kernel warm-up (torch); not timed
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--prompt", type=int, default=64)
+    ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--video-new", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--torch-threads", type=int, nargs="+", default=[2, 1],
+                    help="torch thread counts to time transformers with (2 = the stated setting; 1 shows "
+                         "how much OpenMP contention on a loaded 2-core machine costs it)")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    hf = hf_medium_model()
+    with tempfile.TemporaryDirectory() as path:
+        hf.save_pretrained(path)
+        ours = from_pretrained(path, rope_index_rule="transformers5")
+    print(f"load average (1/5/15 min) {tuple(round(x, 2) for x in os.getloadavg())}; {os.cpu_count()} cores; "
+          f"compile time excluded (each configuration warmed up once before timing)")
+
+    # (a) decode tokens/s vs transformers generate.
+    inputs = text_batch(args.batch, args.prompt, rng)
+    kw = {k: torch.from_numpy(v) for k, v in inputs.items()}
+
+    def hf_gen(n: int) -> Callable[[], Any]:
+        def run() -> Any:
+            with torch.no_grad():
+                return hf.generate(**kw, max_new_tokens=n, do_sample=False,
+                                   eos_token_id=None, pad_token_id=0)
+        return run
+
+    def our_gen(n: int) -> Callable[[], Any]:
+        return lambda: generate(ours, inputs, max_new_tokens=n)
+
+    b, n = args.batch, args.new
+    (t_us_n, ours_out), (t_us_1, _) = best_time(our_gen(n), args.repeats), best_time(our_gen(1), args.repeats)
+    us_dec = b * (n - 1) / (t_us_n - t_us_1)
+    print(f"(a) text batch {b} x prompt {args.prompt}, {n} new tokens, greedy")
+    print(f"    ours (jitted)                  : {t_us_n:.3f} s end-to-end ({b * n / t_us_n:.0f} tok/s), "
+          f"decode {us_dec:.0f} tok/s")
+    for threads in args.torch_threads:
+        torch.set_num_threads(threads)
+        (t_hf_n, hf_out), (t_hf_1, _) = best_time(hf_gen(n), args.repeats), best_time(hf_gen(1), args.repeats)
+        hf_dec = b * (n - 1) / (t_hf_n - t_hf_1)
+        agree = np.array_equal(ours_out["tokens"][:, 0], hf_out[:, args.prompt:].numpy())
+        print(f"    transformers, torch threads {threads}: {t_hf_n:.3f} s end-to-end ({b * n / t_hf_n:.0f} tok/s), "
+              f"decode {hf_dec:.0f} tok/s; greedy tokens identical to ours: {agree}")
+        print(f"    decode tokens/s ratio ours / transformers (torch threads {threads}) = {us_dec / hf_dec:.2f}x "
+              f"(end-to-end {t_hf_n / t_us_n:.2f}x)")
+
+    # (b) shared prefix vs independent prefills at G samples per video prompt.
+    g, m = args.samples, args.video_new
+    video = video_prompt(rng)
+    sample_kw = dict(max_new_tokens=m, temperature=1.0, seed=0)
+    t_shared, _ = best_time(lambda: generate(ours, video, num_samples=g, **sample_kw), args.repeats)
+    t_indep, _ = best_time(lambda: generate(ours, repeat_prompt(video, g), num_samples=1, **sample_kw),
+                           args.repeats)
+    print(f"(b) one video prompt of {video['input_ids'].shape[1]} tokens, G = {g} samples x {m} new tokens")
+    print(f"    shared prefill ({g} samples from 1 prefill): {t_shared:.3f} s")
+    print(f"    {g} independent prefills                    : {t_indep:.3f} s")
+    print(f"    shared-prefix speed-up = {t_indep / t_shared:.2f}x")
+    print(f"load average at the end {tuple(round(x, 2) for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

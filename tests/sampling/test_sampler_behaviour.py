@@ -1,0 +1,142 @@
+"""Sampler behaviour on a tiny random Qwen3-VL: shared prefill vs separate
+prefills, sharding over 8 fake CPU devices, EOS / lengths / finish reasons / stop strings, length
+buckets, and the logits truncation rule.
+
+Tests reuse one prompt batch and the same sizes, so they share a few compiled programs.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
+import qwen_hf_helpers as H  # noqa: E402
+
+from vtg_jax.models.qwen_vl import from_pretrained  # noqa: E402
+from vtg_jax.parallel.rules import make_mesh, shard_model  # noqa: E402
+from vtg_jax.sampling import bucket_length, engine, generate, truncate_logits  # noqa: E402
+from vtg_jax.sampling.api import _mesh_context, _prompt_arrays  # noqa: E402
+from vtg_jax.sampling.host import prepare_prompts  # noqa: E402
+
+G, N, SEED = 4, 10, 17
+KW = dict(max_new_tokens=N, temperature=1.0, seed=SEED)
+
+
+def _samples(prefix: int) -> list[H.Sample]:
+    b = H.Builder("qwen3_vl", seed=2)
+    return [H.concat(b.text(prefix), b.video(4, 4, 4), b.text(3)), b.text(prefix + 4)]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    # A random tiny HF model through save_pretrained / from_pretrained: faster than an eager nnx init.
+    path = str(tmp_path_factory.mktemp("q3"))
+    H.hf_model("qwen3_vl", seed=1).save_pretrained(path)
+    m = from_pretrained(path)
+    m.lm_head.kernel.set_value(m.lm_head.kernel.get_value() * 20.0)  # peaked: repeats are likely
+    return m
+
+
+@pytest.fixture(scope="module")
+def shared(model):
+    return generate(model, H.batch(_samples(4)), num_samples=G, **KW)
+
+
+def test_shared_prefill_equals_separate_prefills(model, shared):
+    """Sample g drawn from the prefill shared by G samples == sample drawn alone (sample_offset=g)."""
+    inputs = H.batch(_samples(4))
+    for g in range(G):
+        alone = generate(model, inputs, num_samples=1, sample_offset=g, **KW)
+        np.testing.assert_array_equal(alone["tokens"][:, 0], shared["tokens"][:, g])
+        np.testing.assert_allclose(alone["logprobs"][:, 0], shared["logprobs"][:, g], atol=1e-5)
+    assert len({tuple(t) for t in shared["tokens"].reshape(-1, N)}) > 1  # samples do differ
+
+
+def test_sharded_over_data_axis_matches_single_device(model, shared):
+    mesh = make_mesh(data=8)
+    sharded = nnx.clone(model)
+    shard_model(sharded, mesh)
+    out = generate(sharded, H.batch(_samples(4)), num_samples=G, mesh=mesh, **KW)
+    np.testing.assert_array_equal(out["tokens"], shared["tokens"])
+    np.testing.assert_allclose(out["logprobs"], shared["logprobs"], atol=1e-5)
+    np.testing.assert_array_equal(out["lengths"], shared["lengths"])
+    # The broadcast cache really is split by rows over the data axis.
+    prompts = prepare_prompts(model.cfg, H.batch(_samples(4)))
+    graphdef, state = nnx.split(sharded)
+    with _mesh_context(mesh, None) as rules_key:
+        pre = engine.prefill(graphdef, state, _prompt_arrays(prompts), num_samples=G,
+                             cache_len=prompts.length + 32, rules_key=rules_key)
+    k = pre["cache"][0].k
+    assert k.shape[0] == 2 * G and "data" in str(k.sharding.spec[0])
+    assert len(k.addressable_shards) == 8 and k.addressable_shards[0].data.shape[0] == 1
+
+
+def _reference_cut(tokens: np.ndarray, eos: int) -> tuple[int, str]:
+    hits = np.flatnonzero(tokens == eos)
+    return (int(hits[0]) + 1, "eos") if hits.size else (len(tokens), "length")
+
+
+def test_eos_lengths_finish_reasons_and_stop_strings(model, shared):
+    inputs = H.batch(_samples(4))
+    ref = generate(model, inputs, num_samples=1, **KW)  # same keys as the EOS run below
+    toks = ref["tokens"][:, 0]
+    eos = int(toks[0, 3])
+    out = generate(model, inputs, num_samples=1, eos_token_ids=[eos], **KW)
+    for b in range(2):
+        n, reason = _reference_cut(toks[b], eos)
+        assert out["lengths"][b, 0] == n and out["finish_reason"][b, 0] == reason
+        np.testing.assert_array_equal(out["tokens"][b, 0, :n], toks[b, :n])
+        assert (out["tokens"][b, 0, n:] == 0).all() and (out["logprobs"][b, 0, n:] == 0).all()
+        np.testing.assert_allclose(out["logprobs"][b, 0, :n], ref["logprobs"][b, 0, :n], atol=1e-6)
+    assert out["finish_reason"][0, 0] == "eos" and out["lengths"][0, 0] <= 4
+
+    text = lambda ids: "".join(f"<{i}>" for i in ids)  # noqa: E731
+    stop = text(toks[1, 2:4])  # a two-token stop string taken from row 1
+    cut = generate(model, inputs, num_samples=1, stop_strings=[stop], decode_fn=text, **KW)
+    n1 = next(i + 1 for i in range(1, N) if stop in text(toks[1, : i + 1]))
+    assert cut["finish_reason"][1, 0] == "stop" and cut["lengths"][1, 0] == n1
+    np.testing.assert_array_equal(cut["tokens"][1, 0, :n1], toks[1, :n1])
+    assert (cut["tokens"][1, 0, n1:] == 0).all() and (cut["logprobs"][1, 0, n1:] == 0).all()
+    with pytest.raises(ValueError, match="decode_fn"):
+        generate(model, inputs, stop_strings=["x"], **KW)
+
+
+def test_length_buckets_reuse_compiled_programs(model, shared):
+    """Another prompt length in the same bucket compiles nothing new; max_new_tokens is traced."""
+    assert [bucket_length(n) for n in (1, 32, 33, 100, 1000)] == [32, 32, 64, 128, 1024]
+    sizes = engine.prefill._cache_size(), engine.decode._cache_size()
+    out = generate(model, H.batch(_samples(7)), num_samples=G, **{**KW, "max_new_tokens": N - 3})
+    assert out["tokens"].shape == (2, G, N - 3)
+    assert (engine.prefill._cache_size(), engine.decode._cache_size()) == sizes
+
+
+def test_rejects_right_padding(model):
+    inputs = H.batch([H.Builder("qwen3_vl").text(4), H.Builder("qwen3_vl").text(6)])
+    inputs = {k: v[:, ::-1].copy() for k, v in inputs.items()}
+    with pytest.raises(ValueError, match="LEFT-padded"):
+        generate(model, inputs, max_new_tokens=2)
+
+
+def test_truncate_logits_matches_numpy():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(5, 50)).astype(np.float32) * 3
+    z[0, :4] = 2.5  # ties at the top-k threshold are kept
+    for k, p in [(4, None), (0, 0.5), (7, 0.3)]:
+        got = np.isfinite(np.asarray(truncate_logits(jnp.asarray(z), k, p)))
+        for r in range(len(z)):
+            keep = z[r] >= np.sort(z[r])[-k] if k else np.ones(50, bool)
+            if p is not None:
+                zz = np.where(keep, z[r], -np.inf)
+                order = np.argsort(-zz, kind="stable")
+                prob = np.exp(zz[order] - zz[order].max())
+                prob /= prob.sum()
+                nuc = np.zeros(50, bool)
+                nuc[order[(np.cumsum(prob) - prob) < p]] = True
+                nuc[order[0]] = True
+                keep = keep & nuc
+            np.testing.assert_array_equal(got[r], keep, err_msg=f"row {r}, top_k={k}, top_p={p}")
