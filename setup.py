@@ -24,6 +24,9 @@ setup(
         "opencv-python-headless",  # mp4 writing for the synthetic benchmark (data/synthetic.py)
         "transformers",  # tokenizers loaded from local directories (data/processor.py)
         "tokenizers",
+        "tensorboardX",  # training metrics (train/metrics_log.py)
+        "matplotlib",  # PNG plots of a run (train/plots.py)
+        "scipy",
     ],
     extras_require={
         "test": [
