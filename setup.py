@@ -26,7 +26,6 @@ setup(
         "tokenizers",
         "tensorboardX",  # training metrics (train/metrics_log.py)
         "matplotlib",  # PNG plots of a run (train/plots.py)
-        "scipy",
     ],
     extras_require={
         "test": [
@@ -37,6 +36,7 @@ setup(
             "transformers",
             "safetensors",
             "tokenizers",
+            "scipy",  # chi-square test of the sampler
         ],
     },
 )
