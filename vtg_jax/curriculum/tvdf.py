@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from vtg_jax.curriculum._common import SeedLike, as_values, check_k, selection_stats
-from vtg_jax.curriculum.gaussian import gaussian_log_weights, sample_without_replacement
+from vtg_jax.curriculum.gaussian import gaussian_sample
 from vtg_jax.eval.metrics import prediction_ious
 
 __all__ = [
@@ -240,12 +240,7 @@ def gwds_select(
     seed: SeedLike = 0,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """GWDS (App. B.4, eqs. 21–22): k draws without replacement, ``p_i ∝ exp(-(delta_i-c)^2/(2 sigma^2))``."""
-    d = as_values(delta, "delta")
-    k = check_k(k)
-    idx = sample_without_replacement(gaussian_log_weights(d, center, sigma), k, seed)
-    stats = selection_stats(d, idx, k)
-    stats.update(center=float(center), sigma=float(sigma))
-    return idx, stats
+    return gaussian_sample(as_values(delta, "delta"), k, center=center, sigma=sigma, seed=seed)
 
 
 def tvdf_select(
