@@ -66,7 +66,7 @@ def test_grad_accumulation_equals_full_batch(proc, setup):
 
     @jax.jit
     def grads(params, mbs):
-        g, total, count = accumulate_grads(
+        g, total, count, _ = accumulate_grads(
             lambda p, mb: answer_nll_sum(merge_model(graphdef, p, frozen), mb), params, mbs)
         return jax.tree.map(lambda x: x / count, g), total / count
 

@@ -39,17 +39,34 @@ def answer_nll_sum(model: nnx.Module, mb: dict[str, Any], chunk_size: Optional[i
     return masked_sum(-logp, mask), jnp.sum(mask.astype(jnp.float32))
 
 
-def accumulate_grads(loss_fn: Callable, params: Any, batch: dict[str, Any]) -> tuple[Any, jax.Array, jax.Array]:
-    """Sum over the leading micro-batch axis (lax.scan) of loss_fn's (grad, value, count)."""
+def accumulate_grads(loss_fn: Callable, params: Any, batch: dict[str, Any]
+                     ) -> tuple[Any, jax.Array, jax.Array, Metrics]:
+    """Sums over the leading micro-batch axis (lax.scan) of `loss_fn(params, mb) -> (loss_sum, aux)`.
+
+    `aux` is `count` (tokens the loss is summed over) or `(count, weight, metrics)`, where `metrics` is a
+    dict of per-micro-batch values to be averaged with weights `weight` (e.g. its token count). Returns
+    (summed grads, summed loss, summed count, weighted-mean metrics). Shared by every objective: summed
+    losses and gradients divided once by the total count equal the full-batch token-mean exactly.
+    """
+
+    def split_aux(aux):
+        return aux if isinstance(aux, tuple) else (aux, aux, {})
 
     def body(carry, mb):
-        g_acc, l_acc, n_acc = carry
-        (loss, count), g = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
-        return (jax.tree.map(jnp.add, g_acc, g), l_acc + loss, n_acc + count), None
+        g_acc, l_acc, n_acc, w_acc, m_acc = carry
+        (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
+        count, w, m = split_aux(aux)
+        m_acc = jax.tree.map(lambda a, x: a + w * x, m_acc, m)
+        return (jax.tree.map(jnp.add, g_acc, g), l_acc + loss, n_acc + count, w_acc + w, m_acc), None
 
-    init = (jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
-    (grads, total, count), _ = jax.lax.scan(body, init, batch)
-    return grads, total, count
+    first = jax.tree.map(lambda x: x[0], batch)
+    shapes = jax.eval_shape(lambda p, mb: split_aux(loss_fn(p, mb)[1])[2], params, first)
+    zero = jnp.zeros((), jnp.float32)
+    init = (jax.tree.map(jnp.zeros_like, params), zero, zero, zero,
+            jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes))
+    (grads, total, count, weight, msum), _ = jax.lax.scan(body, init, batch)
+    metrics = jax.tree.map(lambda x: x / jnp.maximum(weight, 1e-12), msum)
+    return grads, total, count, metrics
 
 
 def guarded_update(state: TrainState, grads: Any, loss: jax.Array, tx: optax.GradientTransformation
@@ -85,7 +102,7 @@ def make_sft_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sche
 
     def step(state: TrainState, frozen: Any, batch: dict[str, Any]) -> tuple[TrainState, Metrics]:
         wrapped.traces += 1
-        grads, total, count = accumulate_grads(lambda p, mb: loss_fn(p, frozen, mb), state.params, batch)
+        grads, total, count, _ = accumulate_grads(lambda p, mb: loss_fn(p, frozen, mb), state.params, batch)
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
         loss = total / denom

@@ -1,0 +1,137 @@
+"""GRPO step (TVG-R1, Time-R1, LongVTG-R1 baselines; TempSamp-R1 reuses it): clipped policy gradient
+plus a KL penalty to a frozen reference policy.
+
+    cfg = GRPOConfig(eps_low=0.2, eps_high=0.28, kl="k3", beta=0.04)
+    step = make_grpo_step(graphdef, tx, schedule, cfg)
+    state, metrics = step(state, frozen, build_rl_batch(..., ref_logp=ref))
+
+Loss per token (TempSamp-R1 eq. 1, LongVTG-R1 eq. 2): -min(r_t A, clip(r_t, 1-eps_low, 1+eps_high) A)
++ beta · KL_t, aggregated by `cfg.aggregation` (`losses.policy_gradient_loss`). KL_t is
+* `kl="k3"`: the k3 estimator of KL(pi_theta || pi_ref) at the sampled tokens (DeepSeekMath / LongVTG-R1
+  eq. 2), weighted by `beta` (beta = 0: TVG-R1, the KL is then only reported);
+* `kl="token_aware"`: LongVTG-R1 eq. 4–5's subset KL, estimated at the sampled tokens
+  (`losses.token_aware_kl_estimate`: beta_time on timestamp tokens `time_mask`, beta_text elsewhere);
+* `kl="none"`: no reference at all (the batch needs no `ref_logp`).
+
+Why the reference log-probs are precomputed (`sampling.score(ref_model, inputs, tokens, mask)` on the
+rollout, batch key `ref_logp`) rather than computed in the step: both KL forms above need only the
+reference's log-prob of the sampled token, the reference then never occupies memory next to the
+trained state and its optimizer moments, it shares the sampler's one-prefill-per-prompt scoring, and
+it may live on another mesh or be another model class. DESIGN rule 4 holds: it is never in the state.
+
+Off-policy rows (`off_policy` True, TempSamp-R1 §3.2): their "old" log-prob is the current policy's
+(stop-gradient), so their importance ratio is exactly 1 (TempSamp-R1 §3.1: with pi_old = pi_theta
+"the importance weights collapse to unity"); the gradient is then A_G · grad log pi_theta(o_G).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from vtg_jax.losses import AGGREGATIONS, kl_estimate, masked_mean, policy_gradient_loss, token_aware_kl_estimate
+from vtg_jax.train.rl_batch import (Metrics, aggregate_count, batch_metrics, compile_step,
+                                    completion_logprobs, finite_inputs)
+from vtg_jax.train.sft import accumulate_grads, guarded_update
+from vtg_jax.train.state import TrainState, merge_model
+
+KL_MODES = ("none", "k3", "token_aware")
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOConfig:
+    """Hyper-parameters of the GRPO loss; defaults: PPO clip 0.2, token-mean, no KL (TVG-R1: beta = 0)."""
+
+    eps_low: Optional[float] = 0.2
+    eps_high: Optional[float] = 0.2
+    aggregation: str = "token-mean"
+    kl: str = "none"
+    beta: float = 0.0  # weight of the k3 penalty
+    beta_text: float = 0.04  # token-aware KL weights (LongVTG-R1 defaults)
+    beta_time: float = 0.0
+    kl_clamp: Optional[float] = None
+    dual_clip: Optional[float] = None
+    ratio_level: str = "token"
+    temperature: float = 1.0  # the sampling temperature: the ratio must use the sampler's distribution
+    max_len: Optional[int] = None
+    chunk_size: Optional[int] = None
+
+    def __post_init__(self):
+        if self.kl not in KL_MODES:
+            raise ValueError(f"kl must be one of {KL_MODES}, got {self.kl!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+
+
+def grpo_loss(cfg: GRPOConfig, model: nnx.Module, mb: dict[str, Any], time_mask: Optional[jax.Array] = None
+              ) -> tuple[jax.Array, tuple[jax.Array, jax.Array, Metrics]]:
+    """(loss_sum, (count, tokens, metrics)) of one micro-batch (the contract of `sft.accumulate_grads`)."""
+    mask = mb["completion_mask"]
+    logp, _ = completion_logprobs(model, mb, cfg.temperature, cfg.chunk_size)
+    # Off-policy (ground-truth) rows: pi_old := sg(pi_theta), ratio 1 (module docstring).
+    old = jnp.where(mb["off_policy"][:, None], jax.lax.stop_gradient(logp), mb["old_logp"])
+    kl, coef, kl_metric = None, 0.0, None
+    if cfg.kl != "none":
+        ref = mb["ref_logp"]
+        kl_metric = masked_mean(jax.lax.stop_gradient(kl_estimate(logp, ref, "k3")), mask)
+        if cfg.kl == "k3":
+            kl, coef = kl_estimate(logp, ref, "k3", cfg.kl_clamp), cfg.beta
+        else:
+            kl, coef = token_aware_kl_estimate(logp, ref, mb["completions"], time_mask, cfg.beta_text,
+                                               cfg.beta_time, cfg.kl_clamp), 1.0
+    loss, m = policy_gradient_loss(logp, old, mb["advantages"], mask, cfg.eps_low, cfg.eps_high, cfg.aggregation,
+                                   dual_clip=cfg.dual_clip, ratio_level=cfg.ratio_level, kl_penalty=kl,
+                                   kl_coef=coef, max_len=cfg.max_len)
+    count = aggregate_count(mask, cfg.aggregation)
+    tokens = jnp.sum((mask != 0).astype(jnp.float32))
+    metrics = {**m, **batch_metrics(mb), "loss/pg": m["pg/loss"]}
+    metrics["rl/kl_ref"] = kl_metric if kl_metric is not None else jnp.zeros((), jnp.float32)
+    metrics["rl/off_policy_ratio"] = masked_mean(jnp.exp(jax.lax.stop_gradient(logp - old)),
+                                                 (mask != 0) & mb["off_policy"][:, None])
+    return loss * count, (count, tokens, metrics)
+
+
+def finish_step(state: TrainState, tx: optax.GradientTransformation, schedule: Callable, grads: Any,
+                total: jax.Array, count: jax.Array, metrics: Metrics, inputs_ok: jax.Array
+                ) -> tuple[TrainState, Metrics]:
+    """Normalise the accumulated sums, apply the guarded update (skipped and counted when the loss, the
+    gradient norm or an input is non-finite) and add the common `train/*` metrics."""
+    denom = jnp.maximum(count, 1.0)
+    grads = jax.tree.map(lambda g: g / denom, grads)
+    loss = jnp.where(inputs_ok, total / denom, jnp.nan)
+    new, gnorm, skipped = guarded_update(state, grads, loss, tx)
+    metrics = dict(metrics)
+    metrics.update({"loss/total": loss, "train/grad_norm": gnorm, "train/lr": jnp.asarray(schedule(state.step)),
+                    "train/loss_count": count, "train/skipped_nonfinite": skipped,
+                    "train/skipped_nonfinite_total": new.skipped, "train/step": new.step})
+    return new, metrics
+
+
+def make_grpo_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: Callable[[Any], Any],
+                   cfg: GRPOConfig = GRPOConfig(), *, time_mask: Optional[Any] = None, state_sharding: Any = None,
+                   frozen_sharding: Any = None, batch_sharding: Any = None, donate: bool = True) -> Callable:
+    """`step(state, frozen, batch) -> (state, metrics)`, jitted once with `state` donated.
+
+    batch: `rollout.build_rl_batch(...)` ([A, ...] micro-batches; `ref_logp` unless cfg.kl == "none").
+    time_mask: bool [V] timestamp tokens (`losses.timestamp_token_mask`), required for "token_aware".
+    Shardings as in `make_sft_step` (call a sharded step inside `parallel.rules.sharded_call`).
+    """
+    if cfg.kl == "token_aware" and time_mask is None:
+        raise ValueError("kl='token_aware' needs time_mask (bool [V] of timestamp tokens)")
+    tmask = None if time_mask is None else jnp.asarray(time_mask, bool)
+    needed = ("rewards", "advantages", "old_logp") + (("ref_logp",) if cfg.kl != "none" else ())
+
+    def step(state: TrainState, frozen: Any, batch: dict[str, Any]) -> tuple[TrainState, Metrics]:
+        def loss_fn(params, mb):
+            return grpo_loss(cfg, merge_model(graphdef, params, frozen), mb, tmask)
+
+        grads, total, count, metrics = accumulate_grads(loss_fn, state.params, batch)
+        ok = jnp.all(jax.vmap(lambda mb: finite_inputs(mb, needed))(batch))
+        return finish_step(state, tx, schedule, grads, total, count, metrics, ok)
+
+    return compile_step(step, num_frozen=1, donate=donate, state_sharding=state_sharding,
+                        frozen_shardings=(frozen_sharding,), batch_sharding=batch_sharding)

@@ -1,0 +1,120 @@
+"""The RL step batch inside a jitted step: one forward over prompt ⊕ completions with the vision tower
+run ONCE per prompt, gradient accumulation with metrics, and the shared jit wrapper of every RL step.
+
+Batch layout (built on the host by `vtg_jax.train.rollout.build_rl_batch`; A micro-batches of b
+prompts, each with G completions, R = b·G rows, row i·G + g = completion g of prompt i):
+
+    prompt_ids, prompt_mask        [A, b, P]     prompts RIGHT-aligned (left padding, as the sampler)
+    prompt_pos                     [A, 3, b, P]  M-RoPE ids of the prompt (processor / get_rope_index)
+    pixel_values_videos            [A, b·Pv, D]  packed rows of the b prompts' videos (train/batch.py)
+    vision_inputs                  {k: [A, ...]}
+    completions, completion_mask   [A, R, N]     sampled (or ground-truth) tokens, right-padded
+    completion_pos                 [A, 3, R, N]  last prompt position + 1 + k on each axis (brief §4)
+    old_logp [A, R, N], advantages [A, R], rewards [A, R], off_policy [A, R]
+    ref_logp / teacher_logp        [A, R, N]     optional: precomputed by `sampling.score`
+
+Why the vision tower runs once per prompt: `model.embed` (visual tower + `scatter_visual`, the
+model's public pieces) is applied to the b prompts only, and its embeddings and DeepStack additions are
+repeated G times along the batch before the completion embeddings are appended. The tower's cost and
+its pixel memory are therefore per prompt, not per completion; the text stack still sees R rows (the
+prompt tokens are not shared: their hidden states get gradients from every completion, and sharing
+them through a KV cache inside the backward pass is left for later).
+
+Why logits only over the completion: the lm_head (vocabulary-sized) runs on the N completion
+positions only (hidden states P−1 … P+N−2 predict completion tokens 0 … N−1), not on the P prompt
+positions.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vtg_jax.losses import masked_mean, token_logprobs
+
+Metrics = dict[str, jax.Array]
+
+
+def completion_logits(model: nnx.Module, mb: dict[str, Any]) -> jax.Array:
+    """Logits [R, N, V] at the positions that predict each completion token, for one micro-batch."""
+    ids, pmask = mb["prompt_ids"], mb["prompt_mask"]
+    comp, cmask = mb["completions"], mb["completion_mask"]
+    b, plen = ids.shape
+    rows, n = comp.shape
+    if rows % b:
+        raise ValueError(f"{rows} completion rows are not a whole number of completions per {b} prompts")
+    g = rows // b
+    rep = (lambda x: x) if g == 1 else (lambda x: jnp.repeat(x, g, axis=0))
+    prompt_emb, deepstack = model.embed(ids, None, mb.get("pixel_values_videos"), mb.get("vision_inputs"))
+    comp_emb = model.language_model.embed_tokens(comp).astype(prompt_emb.dtype)
+    embeds = jnp.concatenate([rep(prompt_emb), comp_emb], axis=1)
+    zeros = jnp.zeros_like(comp_emb)
+    deepstack = [jnp.concatenate([rep(d), zeros.astype(d.dtype)], axis=1) for d in deepstack]
+    mask = jnp.concatenate([rep(pmask), cmask], axis=1).astype(jnp.int32)
+    pos = jnp.concatenate([jnp.repeat(mb["prompt_pos"], g, axis=1), mb["completion_pos"]], axis=2)
+    out = model.language_model(embeds, pos, attention_mask=mask, deepstack=deepstack)
+    hidden = out["last_hidden_state"][:, plen - 1:plen - 1 + n]
+    return model.logits(hidden).astype(jnp.float32)
+
+
+def completion_logprobs(model: nnx.Module, mb: dict[str, Any], temperature: float = 1.0,
+                        chunk_size: Optional[int] = None) -> tuple[jax.Array, jax.Array]:
+    """(log softmax(logits / T)[token] [R, N], logits [R, N, V]) of the micro-batch's completions."""
+    logits = completion_logits(model, mb)
+    return token_logprobs(logits, mb["completions"], temperature, chunk_size), logits
+
+
+def finite_inputs(mb: dict[str, Any], keys: tuple[str, ...]) -> jax.Array:
+    """True iff every listed per-row / per-token input is finite where it is used (completion mask for
+    [R, N] arrays). A non-finite reward or log-prob makes the step skip the update (DESIGN rule 7)."""
+    ok = jnp.array(True)
+    valid = mb["completion_mask"] != 0
+    for k in keys:
+        x = mb[k]
+        ok &= jnp.all(jnp.where(valid, jnp.isfinite(x), True)) if x.shape == valid.shape else jnp.all(jnp.isfinite(x))
+    return ok
+
+
+def aggregate_count(mask: jax.Array, aggregation: str) -> jax.Array:
+    """Normaliser of an aggregation mode: valid tokens for "token-mean", valid rows for seq-mean modes
+    (so loss_sum = aggregate(...) · count sums exactly across micro-batches)."""
+    m = mask != 0
+    if aggregation == "token-mean":
+        return jnp.sum(m.astype(jnp.float32))
+    return jnp.sum(jnp.any(m, axis=-1).astype(jnp.float32))
+
+
+def batch_metrics(mb: dict[str, Any]) -> Metrics:
+    """Per-micro-batch passthrough metrics of the rollout (rewards / advantages / lengths)."""
+    valid = jnp.any(mb["completion_mask"] != 0, axis=-1)
+    return {"reward/mean": masked_mean(jnp.where(jnp.isfinite(mb["rewards"]), mb["rewards"], 0.0), valid),
+            "rl/adv_mean": masked_mean(mb["advantages"], valid),
+            "rl/adv_abs_mean": masked_mean(jnp.abs(mb["advantages"]), valid),
+            "rl/completion_len": masked_mean(jnp.sum(mb["completion_mask"], -1).astype(jnp.float32), valid)}
+
+
+def compile_step(step: Callable, *, num_frozen: int, donate: bool, state_sharding: Any,
+                 frozen_shardings: tuple, batch_sharding: Any) -> Callable:
+    """jit(step(state, *frozen, batch)) once, with the state donated and optional in/out shardings; the
+    result has `.traces` (compilations: one per distinct batch shape) and `.jitted`."""
+
+    def traced(*args):
+        wrapped.traces += 1
+        return step(*args)
+
+    kw: dict[str, Any] = {"donate_argnums": (0,) if donate else ()}
+    if state_sharding is not None:
+        if len(frozen_shardings) != num_frozen:
+            raise ValueError(f"need {num_frozen} frozen shardings, got {len(frozen_shardings)}")
+        kw["in_shardings"] = (state_sharding, *frozen_shardings, batch_sharding)
+        kw["out_shardings"] = (state_sharding, None)
+    jitted = jax.jit(traced, **kw)
+
+    def wrapped(*args):
+        return jitted(*args)
+
+    wrapped.traces = 0
+    wrapped.jitted = jitted
+    return wrapped
