@@ -1,8 +1,8 @@
 """Entry point: `python -m vtg_jax.main --config=configs/<recipe>.py --workdir=...`.
 
-The training system (configs, sharded steps, checkpoints, the synthetic demo) is not built yet. Until it
-lands, this entry point says what exists and what is still to come, and runs a smoke check of the math
-library and the tiny Qwen-VL model on this machine.
+The recipe configs and the training loop behind `--config` are not built yet. Until they land, this
+entry point says what exists and what is still to come, and runs a smoke check of the math library and
+the tiny Qwen-VL models on this machine.
 """
 from absl import app
 
@@ -15,7 +15,11 @@ Built:
   vtg_jax.eval             R@m, mIoU, QVHighlights mAP / HIT@1
   vtg_jax.curriculum       TVDF (TRPV, DBTP; DSUS/Top-k/BBDS/GWDS), Time-R1 Gaussian sampling, TVG-R1 filters
   vtg_jax.models.qwen_vl   Qwen2.5-VL / Qwen3-VL in Flax NNX, HF checkpoint import/export
-Not built yet: data pipeline and synthetic benchmark, sampler, training loop and recipes (configs/).
+  vtg_jax.data             synthetic benchmark, decord extraction, frame store, adapters, processor, loader
+  vtg_jax.sampling         prefill-once KV-cache sampler with G samples per prompt, scoring
+  vtg_jax.train            SFT / GRPO / OPD / OP-RKD / OP-FKD / TempSamp steps, checkpoints, logging
+  vtg_jax.parallel, launch mesh, multi-host, TPU / multi-host / SLURM launchers
+Not built yet: recipe configs (configs/), the training loop behind --config, evaluation loop, demo.
 """
 
 
