@@ -23,7 +23,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vtg_jax.models.qwen_vl.attention import attention, check_impl
 from vtg_jax.models.qwen_vl.config import TextConfig
+from vtg_jax.models.qwen_vl.linear import Linear
 from vtg_jax.models.qwen_vl.rope import apply_rope, mrope_cos_sin
 from vtg_jax.parallel.rules import logical_to_spec
 
@@ -88,7 +90,7 @@ def dense(
     din: int, dout: int, names: tuple[str, str], *, bias: bool, dtype: Any, param_dtype: Any, rngs: nnx.Rngs
 ) -> nnx.Linear:
     """A Linear whose kernel (in, out) and bias (out) carry logical names."""
-    return nnx.Linear(
+    return Linear(
         din, dout, use_bias=bias, dtype=dtype, param_dtype=param_dtype,
         kernel_init=partitioned(nnx.initializers.normal(0.02), names),
         bias_init=partitioned(nnx.initializers.zeros_init(), names[1:]),
@@ -106,10 +108,15 @@ class LayerKV:
 
 
 class Attention(nnx.Module):
-    """GQA self-attention: q/k/v bias (Qwen2.5), per-head q/k RMSNorm before RoPE (Qwen3)."""
+    """GQA self-attention: q/k/v bias (Qwen2.5), per-head q/k RMSNorm before RoPE (Qwen3).
 
-    def __init__(self, cfg: TextConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
-        self.cfg = cfg
+    `attention_impl` picks the attention kernel (`attention.py`: "auto", "xla" or "chunked").
+    """
+
+    def __init__(self, cfg: TextConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs,
+                 attention_impl: str = "auto"):
+        check_impl(attention_impl)
+        self.cfg, self.attention_impl = cfg, attention_impl
         hd, d = cfg.head_dim, cfg.hidden_size
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.q_proj = dense(d, cfg.num_attention_heads * hd, ("embed", "heads"), bias=cfg.attention_bias, **kw)
@@ -121,9 +128,11 @@ class Attention(nnx.Module):
             self.k_norm = RMSNorm(hd, cfg.rms_norm_eps, name="head_dim", param_dtype=param_dtype)
 
     def __call__(
-        self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, key_mask: jax.Array | None,
         kv: LayerKV | None = None, cache_index: jax.Array | int | None = None,
     ) -> tuple[jax.Array, LayerKV | None]:
+        """key_mask [B, K] (True = a real token; None = all real), K = T or the cache length; the
+        causal rule is `key <= cache_index + query` (cache_index 0 without a cache)."""
         cfg = self.cfg
         b, s, _ = x.shape
         q = self.q_proj(x).reshape(b, s, cfg.num_attention_heads, cfg.head_dim)
@@ -139,9 +148,10 @@ class Attention(nnx.Module):
             kv = LayerKV(jax.lax.dynamic_update_slice(kv.k, k.astype(kv.k.dtype), start),
                          jax.lax.dynamic_update_slice(kv.v, v.astype(kv.v.dtype), start))
             k, v = kv.k.astype(q.dtype), kv.v.astype(q.dtype)
-        # GQA is native to dot_product_attention (kv head j serves query heads j*g..j*g+g-1, like
-        # repeat_kv). Softmax is float32 and masked logits get a finite minimum (brief §4, §6.12).
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=cfg.head_dim**-0.5, implementation=None)
+        # GQA: kv head j serves query heads j*g..j*g+g-1, like repeat_kv. Softmax is float32 and
+        # masked logits get a finite minimum (brief §4, §6.12).
+        out = attention(q, k, v, scale=cfg.head_dim**-0.5, key_mask=key_mask, causal=True,
+                        q_offset=0 if kv is None else cache_index, impl=self.attention_impl)
         return self.o_proj(out.reshape(b, s, -1)), kv
 
 
@@ -161,31 +171,34 @@ class MLP(nnx.Module):
 
 
 class DecoderLayer(nnx.Module):
-    def __init__(self, cfg: TextConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+    def __init__(self, cfg: TextConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs,
+                 attention_impl: str = "auto"):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
-        self.self_attn = Attention(cfg, **kw)
+        self.self_attn = Attention(cfg, attention_impl=attention_impl, **kw)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
         self.mlp = MLP(cfg, **kw)
 
     def __call__(
-        self, h: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
+        self, h: jax.Array, cos: jax.Array, sin: jax.Array, key_mask: jax.Array | None,
         kv: LayerKV | None = None, cache_index: jax.Array | int | None = None,
     ) -> tuple[jax.Array, LayerKV | None]:
-        a, kv = self.self_attn(self.input_layernorm(h), cos, sin, mask, kv, cache_index)
+        a, kv = self.self_attn(self.input_layernorm(h), cos, sin, key_mask, kv, cache_index)
         h = h + a
         h = h + self.mlp(self.post_attention_layernorm(h))
         return logical_constraint(h, ("batch", "length", "embed")), kv
 
 
-def _layer_plain(layer: DecoderLayer, h, cos, sin, mask):
-    return layer(h, cos, sin, mask)[0]
+def _layer_plain(layer: DecoderLayer, h, cos, sin, key_mask):
+    return layer(h, cos, sin, key_mask)[0]
 
 
 def attention_mask_4d(
     attention_mask: jax.Array | None, batch: int, q_len: int, k_len: int, q_offset: jax.Array | int = 0
 ) -> jax.Array:
-    """Boolean [B, 1, T, K]: key j is visible to query i iff j <= q_offset + i and key j is not padding."""
+    """Boolean [B, 1, T, K]: key j is visible to query i iff j <= q_offset + i and key j is not padding.
+
+    (The layers no longer build this dense mask; `attention.attention` applies the same rule.)"""
     causal = jnp.arange(k_len)[None, :] <= (q_offset + jnp.arange(q_len))[:, None]
     mask = jnp.broadcast_to(causal[None, None], (batch, 1, q_len, k_len))
     if attention_mask is not None:
@@ -197,7 +210,7 @@ class TextModel(nnx.Module):
     """Embedding + decoder layers + final norm (HF `model.language_model`)."""
 
     def __init__(self, cfg: TextConfig, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
-                 remat: str = "none", rngs: nnx.Rngs):
+                 remat: str = "none", attention_impl: str = "auto", rngs: nnx.Rngs):
         check_remat(remat)
         self.cfg, self.dtype, self.remat = cfg, dtype, remat
         self.embed_tokens = nnx.Embed(
@@ -205,9 +218,16 @@ class TextModel(nnx.Module):
             embedding_init=partitioned(nnx.initializers.normal(0.02), ("vocab", "embed")), rngs=rngs,
         )
         self.layers = nnx.List(
-            [DecoderLayer(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
+            [DecoderLayer(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs, attention_impl=attention_impl)
+             for _ in range(cfg.num_hidden_layers)]
         )
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
+
+    def set_attention_impl(self, impl: str) -> None:
+        """Switch every layer's attention kernel ("auto", "xla", "chunked"; see `attention.py`)."""
+        check_impl(impl)
+        for layer in self.layers:
+            layer.self_attn.attention_impl = impl
 
     def __call__(
         self,
@@ -229,11 +249,9 @@ class TextModel(nnx.Module):
         """
         cfg = self.cfg
         h = logical_constraint(inputs_embeds.astype(self.dtype), ("batch", "length", "embed"))
-        b, t, _ = h.shape
         cos, sin = mrope_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta, cfg.mrope_section,
                                  cfg.mrope_interleaved, self.dtype)
-        k_len = t if cache is None else cache[0].k.shape[1]
-        mask = attention_mask_4d(attention_mask, b, t, k_len, cache_index if cache is not None else 0)
+        key_mask = None if attention_mask is None else jnp.asarray(attention_mask).astype(bool)
         hidden = [h] if output_hidden_states else None
         new_cache = [] if cache is not None else None
         step = _layer_plain
@@ -241,10 +259,10 @@ class TextModel(nnx.Module):
             step = nnx.remat(_layer_plain, policy=REMAT_POLICIES[self.remat])
         for i, layer in enumerate(self.layers):
             if cache is not None:
-                h, kv = layer(h, cos, sin, mask, cache[i], cache_index)
+                h, kv = layer(h, cos, sin, key_mask, cache[i], cache_index)
                 new_cache.append(kv)
             else:
-                h = step(layer, h, cos, sin, mask)
+                h = step(layer, h, cos, sin, key_mask)
             if hidden is not None and i < len(self.layers) - 1:
                 hidden.append(h)
             if i < len(deepstack):

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vtg_jax.models.qwen_vl import convert_table as ct
+from vtg_jax.models.qwen_vl.attention import check_impl
 from vtg_jax.models.qwen_vl.config import VisionConfig
 from vtg_jax.models.qwen_vl.vision_inputs import check_family, prepare_vision_inputs
 from vtg_jax.models.qwen_vl.vision_layers import (
@@ -39,7 +40,8 @@ class VisionTower(nnx.Module):
     """
 
     def __init__(self, cfg: VisionConfig, family: str, *, dtype: Dtype = jnp.float32,
-                 param_dtype: Dtype = jnp.float32, remat: bool = False, rngs: nnx.Rngs):
+                 param_dtype: Dtype = jnp.float32, remat: bool = False, attention_impl: str = "auto",
+                 rngs: nnx.Rngs):
         check_family(family)
         self.cfg, self.family, self.dtype, self.remat = cfg, family, dtype, remat
         qwen3 = family == "qwen3_vl"
@@ -51,13 +53,20 @@ class VisionTower(nnx.Module):
             self.pos_embed = nnx.Embed(
                 cfg.num_position_embeddings, d, embedding_init=annotated(nnx.initializers.normal(0.02),
                                                                          (None, "embed")), **kw)
-        self.blocks = nnx.List([VisionBlock(cfg, family, **kw) for _ in range(cfg.depth)])
+        self.blocks = nnx.List([VisionBlock(cfg, family, attention_impl=attention_impl, **kw)
+                                for _ in range(cfg.depth)])
         if qwen3:
             self.merger = Qwen3PatchMerger(cfg, postshuffle=False, **kw)
             self.deepstack_merger_list = nnx.List(
                 [Qwen3PatchMerger(cfg, postshuffle=True, **kw) for _ in cfg.deepstack_visual_indexes])
         else:
             self.merger = Qwen25PatchMerger(cfg, **kw)
+
+    def set_attention_impl(self, impl: str) -> None:
+        """Switch every block's attention kernel ("auto", "xla", "chunked"; see `attention.py`)."""
+        check_impl(impl)
+        for block in self.blocks:
+            block.attn.attention_impl = impl
 
     def _window_gather(self, x: jax.Array, index: jax.Array, inverse: jax.Array) -> jax.Array:
         """Permutes rows in groups of merge**2 (HF `permute_input_for_window_attn`, §6.7)."""

@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vtg_jax.models.qwen_vl.attention import attention, check_impl
 from vtg_jax.models.qwen_vl.config import VisionConfig
+from vtg_jax.models.qwen_vl.linear import Linear
 
 Axes = tuple[str | None, ...]
 Dtype = Any
@@ -30,7 +32,7 @@ def annotated(init: Any, axes: Axes) -> Any:
 def dense(d_in: int, d_out: int, axes: Axes, *, bias: bool, dtype: Dtype, param_dtype: Dtype,
           rngs: nnx.Rngs) -> nnx.Linear:
     """A Dense layer; `axes` names the (in, out) kernel dims, the bias takes the out name."""
-    return nnx.Linear(
+    return Linear(
         d_in, d_out, use_bias=bias, dtype=dtype, param_dtype=param_dtype,
         kernel_init=annotated(_INIT, axes), bias_init=annotated(nnx.initializers.zeros_init(), axes[1:]),
         rngs=rngs)
@@ -162,10 +164,13 @@ class VisionAttention(nnx.Module):
 
     Rows are gathered into a padded [S, L] batch of segments, attended with a key-validity mask
     (equivalent to the block-diagonal mask of the packed sequence, in O(S*L^2) instead of O(N^2)
-    memory, like HF's per-segment split) and scattered back.
+    memory, like HF's per-segment split) and scattered back. `attention_impl`: see `attention.py`.
     """
 
-    def __init__(self, cfg: VisionConfig, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: VisionConfig, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs,
+                 attention_impl: str = "auto"):
+        check_impl(attention_impl)
+        self.attention_impl = attention_impl
         d = cfg.hidden_size
         self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
         kw = dict(bias=True, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -179,7 +184,7 @@ class VisionAttention(nnx.Module):
         q = to_segments(apply_vision_rope(qkv[:, 0], cos, sin), *layout)  # [S, L, H, hd]
         k = to_segments(apply_vision_rope(qkv[:, 1], cos, sin), *layout)
         v = to_segments(qkv[:, 2], *layout)
-        out = jax.nn.dot_product_attention(q, k, v, mask=valid[:, None, None, :], scale=self.head_dim**-0.5)
+        out = attention(q, k, v, scale=self.head_dim**-0.5, key_mask=valid, impl=self.attention_impl)
         return self.proj(from_segments(out, *layout).reshape(n, -1))
 
 
@@ -230,12 +235,14 @@ class PlainMLP(nnx.Module):
 class VisionBlock(nnx.Module):
     """Pre-norm residual block: x + attn(norm1(x)); x + mlp(norm2(x))."""
 
-    def __init__(self, cfg: VisionConfig, family: str, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: VisionConfig, family: str, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs,
+                 attention_impl: str = "auto"):
         qwen3 = family == "qwen3_vl"
         norm = LayerNorm if qwen3 else RMSNorm
         self.norm1 = norm(cfg.hidden_size, dtype=dtype, param_dtype=param_dtype)
         self.norm2 = norm(cfg.hidden_size, dtype=dtype, param_dtype=param_dtype)
-        self.attn = VisionAttention(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.attn = VisionAttention(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+                                    attention_impl=attention_impl)
         mlp = PlainMLP if qwen3 else GatedMLP
         self.mlp = mlp(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 

@@ -1,0 +1,164 @@
+"""Scaled dot-product attention for the text decoder and the vision tower, with a per-backend choice.
+
+    attention(q, k, v, scale=..., key_mask=..., causal=..., q_offset=..., impl="auto")
+
+q [B, T, N, hd], k / v [B, S, K, hd] with N a multiple of K (GQA: kv head j serves query heads
+j*N/K .. j*N/K + N/K - 1, like HF `repeat_kv`). Query i sees key j iff `key_mask[b, j]` (when given)
+and, with `causal`, `j <= q_offset + i`. Softmax is float32; masked logits behave like a large
+negative finite value (no NaN for a row that sees nothing).
+
+Implementations (`impl`):
+  "xla"     `jax.nn.dot_product_attention` over the full [T, S] score matrix with a boolean mask. On
+            GPU / TPU this lowers to cuDNN / fused XLA kernels, so it is what "auto" picks there.
+  "chunked" a hand-written kernel for XLA:CPU (what "auto" picks on CPU). On CPU the generic path is
+            slow in the backward pass: autodiff of the softmax emits several full passes over the
+            [B, N, T, S] matrices, and the [B, T, N, hd] layout makes XLA transpose the probabilities
+            before the gradient matmuls. This path instead
+              * works in a [B, K, G*T, hd] layout: the G query heads sharing a kv head are stacked as
+                extra rows, so GQA needs no repeated k/v and every matmul is one batched GEMM whose
+                big operand (the [rows, keys] score matrix) is never transposed;
+              * has a custom VJP that keeps the unnormalised exponentials and folds the 1/rowsum into
+                the small [rows, hd] operands (one elementwise pass over the big matrix per direction);
+              * for causal self-attention starting at position 0 (training, prefill), splits queries
+                into chunks and lets chunk c attend only keys [0, end of chunk c): about half the
+                score matrix is never computed.
+            Rows that see no key at all (e.g. queries at left padding) are unspecified (they are in
+            both implementations, differently); every visible row agrees with "xla" to float32
+            rounding, in values and gradients.
+  "auto"    "xla" unless the default backend is CPU.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+IMPLS = ("auto", "xla", "chunked")
+CHUNK = 128  # query rows per causal chunk (per query head) of the "chunked" implementation
+
+
+def check_impl(impl: str) -> None:
+    if impl not in IMPLS:
+        raise ValueError(f"unknown attention_impl {impl!r}; choose one of {IMPLS}")
+
+
+def resolve_impl(impl: str) -> str:
+    check_impl(impl)
+    if impl == "auto":
+        return "chunked" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
+def attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float, key_mask: jax.Array | None = None,
+    causal: bool = False, q_offset: jax.Array | int = 0, impl: str = "auto",
+) -> jax.Array:
+    """Attention output [B, T, N, hd] in q's dtype (see the module docstring)."""
+    impl = resolve_impl(impl)
+    if impl == "xla":
+        return _xla(q, k, v, scale, key_mask, causal, q_offset)
+    return _chunked(q, k, v, scale, key_mask, causal, q_offset)
+
+
+def _mask(key_mask: jax.Array | None, causal: bool, q_offset: Any, t0: int, t1: int, s: int) -> jax.Array | None:
+    """Boolean mask [B or 1, 1, t1 - t0, s] of queries t0..t1-1 over keys 0..s-1 (None: all visible)."""
+    mask = None
+    if causal:
+        rows = q_offset + jnp.arange(t0, t1)
+        mask = (jnp.arange(s)[None, :] <= rows[:, None])[None, None]
+    if key_mask is not None:
+        km = jnp.asarray(key_mask).astype(bool)[:, None, None, :s]
+        mask = km if mask is None else mask & km
+    return mask
+
+
+def _xla(q, k, v, scale, key_mask, causal, q_offset):
+    b, t, s = q.shape[0], q.shape[1], k.shape[1]
+    mask = _mask(key_mask, causal, q_offset, 0, t, s)
+    if mask is not None:
+        mask = jnp.broadcast_to(mask, (b, 1, t, s))
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation=None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# "chunked": grouped layout + custom VJP.
+
+_NEG = float(jnp.finfo(jnp.float32).min)
+
+
+def _scores(q: jax.Array, k: jax.Array, mask: jax.Array | None) -> jax.Array:
+    s = jnp.einsum("bkmh,bksh->bkms", q, k, preferred_element_type=jnp.float32)
+    return s if mask is None else jnp.where(mask, s, _NEG)
+
+
+def _block_fwd_math(q, k, v, mask):
+    s = _scores(q, k, mask)
+    e = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))
+    inv = 1.0 / jnp.sum(e, axis=-1, keepdims=True)  # [B, K, M, 1]
+    o = jnp.einsum("bkms,bksh->bkmh", e.astype(v.dtype), v, preferred_element_type=jnp.float32) * inv
+    return o.astype(q.dtype), e, inv
+
+
+@jax.custom_vjp
+def _block(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """softmax(q k^T, masked) v for q [B, K, M, hd] (already scaled), k / v [B, K, S, hd];
+    `mask` broadcasts to [B, K, M, S]."""
+    return _block_fwd_math(q, k, v, mask)[0]
+
+
+def _block_fwd(q, k, v, mask):
+    o, e, inv = _block_fwd_math(q, k, v, mask)
+    return o, (q, k, v, mask, o, e, inv)
+
+
+def _block_bwd(res, do):
+    q, k, v, mask, o, e, inv = res
+    dof = do.astype(jnp.float32) * inv  # dO / rowsum: folds the softmax normalisation into [M, hd]
+    # Operand order keeps the [M, S] matrices untransposed: contractions over M produce [hd, S].
+    dv = jnp.einsum("bkmh,bkms->bkhs", dof.astype(v.dtype), e.astype(v.dtype),
+                    preferred_element_type=jnp.float32)
+    dp = jnp.einsum("bkmh,bksh->bkms", dof.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    delta = jnp.sum(dof * o.astype(jnp.float32), axis=-1, keepdims=True)  # rowsum(dP * P) / rowsum
+    ds = e * (dp - delta)
+    if mask is not None:  # rows that see nothing have e == 1 everywhere; keep masked logits constant
+        ds = jnp.where(mask, ds, 0.0)
+    ds = ds.astype(q.dtype)
+    dq = jnp.einsum("bkms,bksh->bkmh", ds, k, preferred_element_type=jnp.float32)
+    dk = jnp.einsum("bkmh,bkms->bkhs", q, ds, preferred_element_type=jnp.float32)
+    return (dq.astype(q.dtype), jnp.swapaxes(dk, -1, -2).astype(k.dtype),
+            jnp.swapaxes(dv, -1, -2).astype(v.dtype), None)
+
+
+_block.defvjp(_block_fwd, _block_bwd)
+
+
+def _chunked(q, k, v, scale, key_mask, causal, q_offset):
+    b, t, n, hd = q.shape
+    s, nk = k.shape[1], k.shape[2]
+    g = n // nk
+    if n % nk:
+        raise ValueError(f"{n} query heads are not a multiple of {nk} kv heads")
+    # Scaling q first is exact for power-of-two scales (hd = 64, 128, ...) and otherwise one rounding.
+    qg = (q * jnp.asarray(scale, q.dtype)).reshape(b, t, nk, g, hd).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, hd]
+    kg, vg = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, hd]
+    static_start = isinstance(q_offset, int)
+    if causal and static_start and t > CHUNK:
+        bounds = [(t0, min(t0 + CHUNK, t)) for t0 in range(0, t, CHUNK)]
+    else:
+        bounds = [(0, t)]
+    outs = []
+    for t0, t1 in bounds:
+        c = t1 - t0
+        # Keys a causal chunk can see end at q_offset + t1 (static when q_offset is).
+        send = min(s, q_offset + t1) if causal and static_start else s
+        mask = _mask(key_mask, causal, q_offset, t0, t1, send)
+        if mask is not None:  # [B?, 1, C, S'] -> [B?, 1, G*C, S'] matching the stacked query rows
+            mask = jnp.broadcast_to(mask[:, :, None], (mask.shape[0], 1, g, c, send)).reshape(
+                mask.shape[0], 1, g * c, send)
+        qc = qg[:, :, :, t0:t1].reshape(b, nk, g * c, hd)
+        o = _block(qc, kg[:, :, :send], vg[:, :, :send], mask)
+        outs.append(o.reshape(b, nk, g, c, hd))
+    out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=3)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, hd)
+
