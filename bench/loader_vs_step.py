@@ -14,7 +14,6 @@ import os
 import sys
 import time
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from learnability import SYNTHETIC_PRESETS, Transform, build_data, make_processor  # noqa: E402

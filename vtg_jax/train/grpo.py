@@ -111,6 +111,26 @@ def finish_step(state: TrainState, tx: optax.GradientTransformation, schedule: C
     return new, metrics
 
 
+def make_policy_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: Callable,
+                     micro_loss: Callable[[nnx.Module, dict[str, Any]], Any], needed: tuple[str, ...], *,
+                     state_sharding: Any = None, frozen_sharding: Any = None, batch_sharding: Any = None,
+                     donate: bool = True) -> Callable:
+    """The step every rollout objective shares: `micro_loss(model, mb) -> (loss_sum, (count, tokens,
+    metrics))` accumulated over micro-batches, batch inputs `needed` checked finite (a NaN reward or
+    log-prob skips the update), then `finish_step`; jitted once with `state` donated."""
+
+    def step(state: TrainState, frozen: Any, batch: dict[str, Any]) -> tuple[TrainState, Metrics]:
+        def loss_fn(params, mb):
+            return micro_loss(merge_model(graphdef, params, frozen), mb)
+
+        grads, total, count, metrics = accumulate_grads(loss_fn, state.params, batch)
+        ok = jnp.all(jax.vmap(lambda mb: finite_inputs(mb, needed))(batch))
+        return finish_step(state, tx, schedule, grads, total, count, metrics, ok)
+
+    return compile_step(step, num_frozen=1, donate=donate, state_sharding=state_sharding,
+                        frozen_shardings=(frozen_sharding,), batch_sharding=batch_sharding)
+
+
 def make_grpo_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: Callable[[Any], Any],
                    cfg: GRPOConfig = GRPOConfig(), *, time_mask: Optional[Any] = None, state_sharding: Any = None,
                    frozen_sharding: Any = None, batch_sharding: Any = None, donate: bool = True) -> Callable:
@@ -125,13 +145,6 @@ def make_grpo_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sch
     tmask = None if time_mask is None else jnp.asarray(time_mask, bool)
     needed = ("rewards", "advantages", "old_logp") + (("ref_logp",) if cfg.kl != "none" else ())
 
-    def step(state: TrainState, frozen: Any, batch: dict[str, Any]) -> tuple[TrainState, Metrics]:
-        def loss_fn(params, mb):
-            return grpo_loss(cfg, merge_model(graphdef, params, frozen), mb, tmask)
-
-        grads, total, count, metrics = accumulate_grads(loss_fn, state.params, batch)
-        ok = jnp.all(jax.vmap(lambda mb: finite_inputs(mb, needed))(batch))
-        return finish_step(state, tx, schedule, grads, total, count, metrics, ok)
-
-    return compile_step(step, num_frozen=1, donate=donate, state_sharding=state_sharding,
-                        frozen_shardings=(frozen_sharding,), batch_sharding=batch_sharding)
+    return make_policy_step(graphdef, tx, schedule, lambda model, mb: grpo_loss(cfg, model, mb, tmask), needed,
+                            state_sharding=state_sharding, frozen_sharding=frozen_sharding,
+                            batch_sharding=batch_sharding, donate=donate)

@@ -32,11 +32,8 @@ import optax
 from flax import nnx
 
 from vtg_jax.losses import AGGREGATIONS, masked_mean, opd_loss
-from vtg_jax.train.grpo import finish_step
-from vtg_jax.train.rl_batch import (Metrics, aggregate_count, batch_metrics, compile_step,
-                                    completion_logprobs, finite_inputs)
-from vtg_jax.train.sft import accumulate_grads
-from vtg_jax.train.state import TrainState, merge_model
+from vtg_jax.train.grpo import make_policy_step
+from vtg_jax.train.rl_batch import Metrics, aggregate_count, batch_metrics, completion_logprobs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,16 +73,9 @@ def _make(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: Ca
           donate: bool) -> Callable:
     needed = ("teacher_logp",) + (() if old_from_policy else ("old_logp",))
 
-    def step(state: TrainState, frozen: Any, batch: dict[str, Any]) -> tuple[TrainState, Metrics]:
-        def loss_fn(params, mb):
-            return opd_micro_loss(cfg, merge_model(graphdef, params, frozen), mb, old_from_policy)
-
-        grads, total, count, metrics = accumulate_grads(loss_fn, state.params, batch)
-        ok = jnp.all(jax.vmap(lambda mb: finite_inputs(mb, needed))(batch))
-        return finish_step(state, tx, schedule, grads, total, count, metrics, ok)
-
-    return compile_step(step, num_frozen=1, donate=donate, state_sharding=state_sharding,
-                        frozen_shardings=(frozen_sharding,), batch_sharding=batch_sharding)
+    return make_policy_step(graphdef, tx, schedule, lambda model, mb: opd_micro_loss(cfg, model, mb, old_from_policy),
+                            needed, state_sharding=state_sharding, frozen_sharding=frozen_sharding,
+                            batch_sharding=batch_sharding, donate=donate)
 
 
 def make_opd_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: Callable[[Any], Any],
