@@ -4,14 +4,18 @@ Three programs, each jitted once per static shape (graphdef and sizes are static
 temperature, top_p and max_new_tokens are traced, so changing them does not recompile):
 
 * `prefill`: vision tower + the whole (bucketed, left-padded) prompt, ONCE per prompt, writing the
-  post-RoPE K/V of every prompt slot into a cache of length L = P + N; then the cache, the last-position
-  logits, the slot mask and the last prompt position are repeated G times along the batch (row b*G+g
-  is sample g of prompt b). This is the shared-prefix saving of GRPO's G rollouts: the vision tower and
-  the long video prompt run once, not G times.
+  post-RoPE K/V of every prompt slot into ONE prefix cache per prompt [B, P, kv, hd]; the G samples of a
+  prompt (row b*G+g is sample g of prompt b) share it and only get their own suffix buffers
+  [B*G, N, kv, hd] (`SharedPrefixKV`, text.py), while the last-position logits, the slot mask [B*G, P+N]
+  and the last prompt position are repeated G times. This is the shared-prefix saving of GRPO's G
+  rollouts: the vision tower and the long video prompt run once, not G times, and the prompt's K/V is
+  neither copied G times nor read G times per decode step (`attention.shared_prefix_attention` stacks
+  the G samples as extra query rows against the single prefix and merges with each row's suffix by
+  log-sum-exp).
 * `decode`: a `lax.while_loop` emitting one token per step for all rows, with the cache DONATED (updated
   in place) and an early exit when every row has finished. Decode token k of a row sits at
   `last_prompt_pos + 1 + k` on each M-RoPE axis (HF generate adds `position_ids[..., -1:] + 1` per step,
-  generation/utils.py; brief §4), written at cache slot P + k.
+  generation/utils.py; brief §4), written at cache slot P + k (suffix slot k).
 * `completion_logprobs`: after `prefill` (repeated S times), ONE forward of all completion tokens
   against the cache, and `vtg_jax.losses.token_logprobs` for the chunked log-softmax gather.
 
@@ -29,7 +33,7 @@ from flax import nnx
 
 from vtg_jax.losses.logprobs import token_logprobs
 from vtg_jax.models.qwen_vl.model import QwenVL
-from vtg_jax.models.qwen_vl.text import LayerKV, logical_constraint
+from vtg_jax.models.qwen_vl.text import LayerKV, SharedPrefixKV, logical_constraint
 from vtg_jax.sampling.processing import row_keys, sample_step
 
 KV_NAMES = ("batch", "length", "kv_heads", "head_dim")
@@ -45,23 +49,27 @@ def _repeat(x: jax.Array, g: int, axis: int = 0) -> jax.Array:
 
 
 def _prefill(model: QwenVL, p: dict[str, Any], num_samples: int, cache_len: int) -> dict[str, Any]:
-    """Prefill B prompts into a cache of `cache_len` slots; return it repeated `num_samples` times."""
+    """Prefill B prompts once; return a shared-prefix cache for `num_samples` rows per prompt with
+    `cache_len - P` suffix slots per row."""
     tcfg = model.cfg.text
     ids = p["input_ids"]
     b, plen = ids.shape
-    embeds, deepstack = model.embed(ids, p["pixel_values"], p["pixel_values_videos"], p["vision_inputs"])
-    shape = (b, cache_len, tcfg.num_key_value_heads, tcfg.head_dim)
-    cache = [LayerKV(logical_constraint(jnp.zeros(shape, model.dtype), KV_NAMES),
-                     logical_constraint(jnp.zeros(shape, model.dtype), KV_NAMES))
-             for _ in range(tcfg.num_hidden_layers)]
-    # Slots after the prompt are "valid" from the start; causality hides them until written.
-    mask = jnp.concatenate([p["attention_mask"], jnp.ones((b, cache_len - plen), jnp.int32)], axis=1)
-    out = model.language_model(embeds, p["position_ids"], attention_mask=mask, deepstack=deepstack,
-                               cache=cache, cache_index=0)
-    last_logits = model.logits(out["last_hidden_state"][:, -1:])[:, 0].astype(jnp.float32)
     g = num_samples
-    cache = [LayerKV(logical_constraint(_repeat(kv.k, g), KV_NAMES), logical_constraint(_repeat(kv.v, g), KV_NAMES))
+    embeds, deepstack = model.embed(ids, p["pixel_values"], p["pixel_values_videos"], p["vision_inputs"])
+    pshape = (b, plen, tcfg.num_key_value_heads, tcfg.head_dim)
+    prefix = [LayerKV(logical_constraint(jnp.zeros(pshape, model.dtype), KV_NAMES),
+                      logical_constraint(jnp.zeros(pshape, model.dtype), KV_NAMES))
+              for _ in range(tcfg.num_hidden_layers)]
+    out = model.language_model(embeds, p["position_ids"], attention_mask=p["attention_mask"],
+                               deepstack=deepstack, cache=prefix, cache_index=0)
+    last_logits = model.logits(out["last_hidden_state"][:, -1:])[:, 0].astype(jnp.float32)
+    sshape = (b * g, cache_len - plen, tcfg.num_key_value_heads, tcfg.head_dim)
+    cache = [SharedPrefixKV(logical_constraint(kv.k, KV_NAMES), logical_constraint(kv.v, KV_NAMES),
+                            logical_constraint(jnp.zeros(sshape, model.dtype), KV_NAMES),
+                            logical_constraint(jnp.zeros(sshape, model.dtype), KV_NAMES))
              for kv in out["cache"]]
+    # Suffix slots are "valid" from the start; causality hides them until written.
+    mask = jnp.concatenate([p["attention_mask"], jnp.ones((b, cache_len - plen), jnp.int32)], axis=1)
     return {
         "cache": cache,
         "logits": _rows(_repeat(last_logits, g)),
@@ -82,12 +90,14 @@ def prefill(graphdef: nnx.GraphDef, state: nnx.State, prompts: dict[str, Any], *
     jax.jit, donate_argnames=("cache",),
     static_argnames=("graphdef", "prompt_len", "num_buf", "greedy", "top_k", "use_top_p", "pad_id", "rules_key"))
 def decode(
-    graphdef: nnx.GraphDef, state: nnx.State, cache: list[LayerKV], logits: jax.Array, mask: jax.Array,
-    last_pos: jax.Array, prompt_ids: jax.Array, sample_ids: jax.Array, seed: jax.Array,
+    graphdef: nnx.GraphDef, state: nnx.State, cache: list[SharedPrefixKV] | list[LayerKV], logits: jax.Array,
+    mask: jax.Array, last_pos: jax.Array, prompt_ids: jax.Array, sample_ids: jax.Array, seed: jax.Array,
     max_new_tokens: jax.Array, eos_ids: jax.Array, temperature: jax.Array, top_p: jax.Array, *,
     prompt_len: int, num_buf: int, greedy: bool, top_k: int, use_top_p: bool, pad_id: int, rules_key: Any = None,
 ) -> dict[str, jax.Array]:
-    """Decode up to `max_new_tokens` (<= num_buf) tokens per row from the prefilled cache.
+    """Decode up to `max_new_tokens` (<= num_buf) tokens per row from the prefilled cache (the
+    `SharedPrefixKV` cache of `prefill`; a [R, P + N] `LayerKV` cache with the prefix copied per row
+    gives the same results and serves as a reference in the tests).
 
     Returns tokens [R, num_buf] (pad_id after a row ends), logprobs / sampling_logprobs [R, num_buf]
     (0 after the end), lengths [R] (EOS included), hit_eos [R], and the final cache.
@@ -142,8 +152,8 @@ def decode(
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "prompt_len", "chunk_size", "rules_key"))
 def completion_logprobs(
-    graphdef: nnx.GraphDef, state: nnx.State, cache: list[LayerKV], logits: jax.Array, mask: jax.Array,
-    last_pos: jax.Array, completions: jax.Array, temperature: jax.Array, *, prompt_len: int,
+    graphdef: nnx.GraphDef, state: nnx.State, cache: list[SharedPrefixKV] | list[LayerKV], logits: jax.Array,
+    mask: jax.Array, last_pos: jax.Array, completions: jax.Array, temperature: jax.Array, *, prompt_len: int,
     chunk_size: int | None, rules_key: Any = None,
 ) -> jax.Array:
     """log softmax(logits / T)[completion token] [R, N] for completions [R, N] against a prefilled cache

@@ -26,6 +26,10 @@ Implementations (`impl`):
             both implementations, differently); every visible row agrees with "xla" to float32
             rounding, in values and gradients.
   "auto"    "xla" unless the default backend is CPU.
+
+`shared_prefix_attention` is the sampler's decode / scoring kernel over a SHARED prompt prefix: the G
+sample rows of a prompt attend to one copy of the prompt's K/V (stacked as extra query rows, like GQA
+above) and each to its own suffix K/V; the two partial softmaxes are merged exactly by log-sum-exp.
 """
 from __future__ import annotations
 
@@ -162,3 +166,59 @@ def _chunked(q, k, v, scale, key_mask, causal, q_offset):
     out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=3)
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, hd)
 
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared-prefix attention (sampler decode / scoring; forward only).
+
+
+def _partial(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None):
+    """Unnormalised partial softmax of q [X, K, M, hd] (scaled) over k / v [X, K, S, hd]: (row max,
+    row sum of exp, exp-weighted values), float32, shapes [X, K, M, 1], [X, K, M, 1], [X, K, M, hd]."""
+    s = _scores(q, k, mask)
+    m = jnp.max(s, axis=-1, keepdims=True)
+    e = jnp.exp(s - m)
+    o = jnp.einsum("bkms,bksh->bkmh", e.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return m, jnp.sum(e, axis=-1, keepdims=True), o
+
+
+def shared_prefix_attention(
+    q: jax.Array, prefix_k: jax.Array, prefix_v: jax.Array, k: jax.Array, v: jax.Array, *, scale: float,
+    prefix_mask: jax.Array | None = None, key_mask: jax.Array | None = None, q_offset: jax.Array | int = 0,
+) -> jax.Array:
+    """Attention output [R, T, N, hd] (q's dtype) of q [R, T, N, hd] over a shared prefix + own suffix.
+
+    R = B * G rows, row b*G+g being sample g of prompt b. prefix_k / prefix_v [B, P, K, hd] are shared by
+    the G rows of a prompt; k / v [R, S, K, hd] are each row's own suffix slots. Query i sees prefix key j
+    iff `prefix_mask[b, j]` (no causal rule: the prefix precedes every query) and suffix key j iff
+    `key_mask[r, j]` and `j <= q_offset + i`. Equal to `attention` over the concatenated [P + S] keys with
+    the prefix repeated G times (to float32 rounding), but reads the prefix once per prompt instead of G
+    times: the G samples' query rows (x the query heads sharing a kv head) are stacked against it.
+    """
+    r, t, n, hd = q.shape
+    b, p, nk = prefix_k.shape[0], prefix_k.shape[1], prefix_k.shape[2]
+    s = k.shape[1]
+    if r % b or n % nk:
+        raise ValueError(f"{r} rows / {n} heads are not multiples of {b} prompts / {nk} kv heads")
+    g, gq = r // b, n // nk
+    qs = (q * jnp.asarray(scale, q.dtype)).reshape(b, g, t, nk, gq, hd)
+    # Prefix: rows (g, gq, t) of prompt b against its single prefix copy.
+    qp = qs.transpose(0, 3, 1, 4, 2, 5).reshape(b, nk, g * gq * t, hd)
+    pmask = None if prefix_mask is None else jnp.asarray(prefix_mask).astype(bool)[:, None, None, :]
+    m1, l1, o1 = _partial(qp, prefix_k.transpose(0, 2, 1, 3), prefix_v.transpose(0, 2, 1, 3), pmask)
+
+    def to_rows(x: jax.Array) -> jax.Array:  # [B, K, G*gq*T, c] -> [R, K, gq*T, c]
+        c = x.shape[-1]
+        return x.reshape(b, nk, g, gq * t, c).transpose(0, 2, 1, 3, 4).reshape(r, nk, gq * t, c)
+
+    m1, l1, o1 = to_rows(m1), to_rows(l1), to_rows(o1)
+    # Suffix: each row against its own slots, causal from q_offset.
+    qsuf = qs.reshape(r, t, nk, gq, hd).transpose(0, 2, 3, 1, 4).reshape(r, nk, gq * t, hd)
+    smask = _mask(key_mask, True, q_offset, 0, t, s)  # [R or 1, 1, T, S]
+    smask = jnp.broadcast_to(smask[:, :, None], (smask.shape[0], 1, gq, t, s)).reshape(smask.shape[0], 1, gq * t, s)
+    m2, l2, o2 = _partial(qsuf, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), smask)
+    # Exact log-sum-exp merge, float32.
+    m = jnp.maximum(m1, m2)
+    a1, a2 = jnp.exp(m1 - m), jnp.exp(m2 - m)
+    o = (o1 * a1 + o2 * a2) / (l1 * a1 + l2 * a2)
+    return o.reshape(r, nk, gq, t, hd).transpose(0, 3, 1, 2, 4).reshape(r, t, n, hd).astype(q.dtype)

@@ -11,7 +11,7 @@ runs automatically for numpy inputs. A jitted caller runs `prepare_inputs` on th
 
 A sampler composes the pieces: `embed(...)` (visual features scattered in + DeepStack additions),
 `language_model(embeds, position_ids, attention_mask, deepstack, cache=[LayerKV...], cache_index=i)`
-(text.py documents the KV-cache contract) and `logits(hidden)`; `prepare_inputs(...)["rope_deltas"]`
+(text.py documents the KV-cache contract, and the shared-prefix cache `SharedPrefixKV`) and `logits(hidden)`; `prepare_inputs(...)["rope_deltas"]`
 gives decode positions `last_prompt_pos + 1 + k` (brief §4).
 """
 from __future__ import annotations

@@ -12,6 +12,13 @@ new tokens' post-RoPE k/v (brief §4) into each layer's preallocated [B, L, kv_h
 offset `cache_index`, attends over the whole buffer, and returns the updated cache. The caller passes
 `attention_mask` over the L buffer slots (1 = a real token has been written there), and position ids
 of the new tokens; the causal rule is `key_slot <= cache_index + query_offset`.
+
+Shared-prefix cache (sampler decode / scoring of G samples per prompt). A layer's cache may instead be a
+`SharedPrefixKV`: ONE copy of the prompt's K/V [B, P, kv_heads, hd] shared by the G = R / B rows of each
+prompt (row b*G+g is sample g of prompt b), plus per-row suffix buffers [R, N, kv_heads, hd]. The contract
+is the same as for a [R, P + N] `LayerKV` holding the prefix repeated G times followed by the suffix:
+slots are numbered 0..P+N-1 (`cache_index` >= P counts from the prefix start), `attention_mask` is
+[R, P + N], and only the suffix is written; attention runs `attention.shared_prefix_attention`.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vtg_jax.models.qwen_vl.attention import attention, check_impl
+from vtg_jax.models.qwen_vl.attention import attention, check_impl, shared_prefix_attention
 from vtg_jax.models.qwen_vl.config import TextConfig
 from vtg_jax.models.qwen_vl.linear import Linear
 from vtg_jax.models.qwen_vl.rope import apply_rope, mrope_cos_sin
@@ -107,6 +114,37 @@ class LayerKV:
     v: jax.Array
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class SharedPrefixKV:
+    """One layer's shared-prefix cache (module docstring): prefix_k / prefix_v [B, P, kv_heads, hd] shared
+    by the G rows of each prompt, k / v [B*G, N, kv_heads, hd] each row's own suffix slots."""
+
+    prefix_k: jax.Array
+    prefix_v: jax.Array
+    k: jax.Array
+    v: jax.Array
+
+
+def _shared_prefix_step(q, k, v, kv: SharedPrefixKV, key_mask, cache_index, scale):
+    """Write k / v at suffix slot `cache_index - P` and attend over the shared prefix + own suffix."""
+    b, plen = kv.prefix_k.shape[0], kv.prefix_k.shape[1]
+    start = (0, cache_index - plen, 0, 0)
+    kv = SharedPrefixKV(kv.prefix_k, kv.prefix_v,
+                        jax.lax.dynamic_update_slice(kv.k, k.astype(kv.k.dtype), start),
+                        jax.lax.dynamic_update_slice(kv.v, v.astype(kv.v.dtype), start))
+    prefix_mask = suffix_mask = None
+    if key_mask is not None:
+        rows = key_mask.shape[0]
+        prefix_mask = key_mask.reshape(b, rows // b, -1)[:, 0, :plen]
+        suffix_mask = key_mask[:, plen:]
+    dt = q.dtype
+    out = shared_prefix_attention(q, kv.prefix_k.astype(dt), kv.prefix_v.astype(dt), kv.k.astype(dt),
+                                  kv.v.astype(dt), scale=scale, prefix_mask=prefix_mask, key_mask=suffix_mask,
+                                  q_offset=cache_index - plen)
+    return out, kv
+
+
 class Attention(nnx.Module):
     """GQA self-attention: q/k/v bias (Qwen2.5), per-head q/k RMSNorm before RoPE (Qwen3).
 
@@ -129,8 +167,8 @@ class Attention(nnx.Module):
 
     def __call__(
         self, x: jax.Array, cos: jax.Array, sin: jax.Array, key_mask: jax.Array | None,
-        kv: LayerKV | None = None, cache_index: jax.Array | int | None = None,
-    ) -> tuple[jax.Array, LayerKV | None]:
+        kv: LayerKV | SharedPrefixKV | None = None, cache_index: jax.Array | int | None = None,
+    ) -> tuple[jax.Array, LayerKV | SharedPrefixKV | None]:
         """key_mask [B, K] (True = a real token; None = all real), K = T or the cache length; the
         causal rule is `key <= cache_index + query` (cache_index 0 without a cache)."""
         cfg = self.cfg
@@ -143,6 +181,9 @@ class Attention(nnx.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q = logical_constraint(q, ("batch", "length", "heads", "head_dim"))
         k = logical_constraint(k, ("batch", "length", "kv_heads", "head_dim"))
+        if isinstance(kv, SharedPrefixKV):
+            out, kv = _shared_prefix_step(q, k, v, kv, key_mask, cache_index, cfg.head_dim**-0.5)
+            return self.o_proj(out.reshape(b, s, -1)), kv
         if kv is not None:  # Write the new tokens into the cache buffers, attend over all slots.
             start = (0, cache_index, 0, 0)
             kv = LayerKV(jax.lax.dynamic_update_slice(kv.k, k.astype(kv.k.dtype), start),
@@ -181,8 +222,8 @@ class DecoderLayer(nnx.Module):
 
     def __call__(
         self, h: jax.Array, cos: jax.Array, sin: jax.Array, key_mask: jax.Array | None,
-        kv: LayerKV | None = None, cache_index: jax.Array | int | None = None,
-    ) -> tuple[jax.Array, LayerKV | None]:
+        kv: LayerKV | SharedPrefixKV | None = None, cache_index: jax.Array | int | None = None,
+    ) -> tuple[jax.Array, LayerKV | SharedPrefixKV | None]:
         a, kv = self.self_attn(self.input_layernorm(h), cos, sin, key_mask, kv, cache_index)
         h = h + a
         h = h + self.mlp(self.post_attention_layernorm(h))
@@ -236,11 +277,11 @@ class TextModel(nnx.Module):
         attention_mask: jax.Array | None = None,
         deepstack: Sequence[jax.Array] = (),
         output_hidden_states: bool = False,
-        cache: list[LayerKV] | None = None,
+        cache: list[LayerKV] | list[SharedPrefixKV] | None = None,
         cache_index: jax.Array | int = 0,
     ) -> dict[str, Any]:
         """inputs_embeds [B, T, D]; position_ids [3, B, T]; attention_mask [B, K] (K = T, or the cache
-        length when `cache` is given); deepstack: per-layer [B, T, D] additions, zero outside visual
+        length P + N when `cache` is given); deepstack: per-layer [B, T, D] additions, zero outside visual
         positions (Qwen3, brief §1 DeepStack: added after layer k).
 
         Returns {"last_hidden_state", "hidden_states" (if asked), "cache" (if given)}. hidden_states
