@@ -196,7 +196,7 @@ def shared_prefix_attention(
     times: the G samples' query rows (x the query heads sharing a kv head) are stacked against it.
     """
     r, t, n, hd = q.shape
-    b, p, nk = prefix_k.shape[0], prefix_k.shape[1], prefix_k.shape[2]
+    b, nk = prefix_k.shape[0], prefix_k.shape[2]
     s = k.shape[1]
     if r % b or n % nk:
         raise ValueError(f"{r} rows / {n} heads are not multiples of {b} prompts / {nk} kv heads")
