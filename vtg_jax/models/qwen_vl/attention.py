@@ -39,6 +39,10 @@ import jax
 import jax.numpy as jnp
 
 IMPLS = ("auto", "xla", "chunked")
+# Non-causal attention (the vision tower's segments) splits its G*T stacked query rows into about equal
+# blocks of at most QBLOCK rows: identical math per query row, but XLA:CPU runs the backward pass's
+# [rows, keys] matmul + elementwise fusions much faster at this size (~1.6x for [16, 4, 480, 480]).
+QBLOCK = 256
 CHUNK = 128  # query rows per causal chunk (per query head) of the "chunked" implementation
 
 
@@ -149,6 +153,10 @@ def _chunked(q, k, v, scale, key_mask, causal, q_offset):
     static_start = isinstance(q_offset, int)
     if causal and static_start and t > CHUNK:
         bounds = [(t0, min(t0 + CHUNK, t)) for t0 in range(0, t, CHUNK)]
+    elif not causal and g * t > QBLOCK:  # about equal query blocks, each over all keys
+        nb = -(-g * t // QBLOCK)
+        step = -(-t // nb)
+        bounds = [(t0, min(t0 + step, t)) for t0 in range(0, t, step)]
     else:
         bounds = [(0, t)]
     outs = []
