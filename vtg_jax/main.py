@@ -1,35 +1,52 @@
-"""Entry point: `python -m vtg_jax.main --config=configs/<recipe>.py --workdir=...`.
+"""Entry point: `python -m vtg_jax.main --config=configs/<recipe>.py[:arg] --workdir=W [--config.x=y ...]`.
 
-The recipe configs and the training loop behind `--config` are not built yet. Until they land, this
-entry point says what exists and what is still to come, and runs a smoke check of the math library and
-the tiny Qwen-VL models on this machine.
-"""
-from absl import app
+    python -m vtg_jax.main --config=configs/opd.py --workdir=/tmp/vtg_opd          # the README demo
+    python -m vtg_jax.main --config=configs/grpo.py:tvg_r1 --workdir=/tmp/g --config.optim.lr=1e-5
+    python -m vtg_jax.main --config=configs/eval.py --workdir=/tmp/e --config.eval.checkpoint=/tmp/vtg_opd
+    python -m vtg_jax.main --config=configs/sft.py --workdir=/tmp/s --init_from=/path/to/Qwen2.5-VL-7B-Instruct
 
-_STATUS = """vtg_jax {version}
-Built:
-  vtg_jax.losses           log-probs/entropy, aggregation, clipped PG (GRPO/GSPO/dual-clip), KL k1/k2/k3,
-                           exact and token-aware subset KL, on-policy distillation (OPD, OP-RKD, OP-FKD, GKD)
-  vtg_jax.rl               group advantages, TempSamp-R1 mixed-policy shaping
-  vtg_jax.rewards          answer parsing, IoU / tIoU / CenDist, format and highlight rewards
-  vtg_jax.eval             R@m, mIoU, QVHighlights mAP / HIT@1
-  vtg_jax.curriculum       TVDF (TRPV, DBTP; DSUS/Top-k/BBDS/GWDS), Time-R1 Gaussian sampling, TVG-R1 filters
-  vtg_jax.models.qwen_vl   Qwen2.5-VL / Qwen3-VL in Flax NNX, HF checkpoint import/export
-  vtg_jax.data             synthetic benchmark, decord extraction, frame store, adapters, processor, loader
-  vtg_jax.sampling         prefill-once KV-cache sampler with G samples per prompt, scoring
-  vtg_jax.train            SFT / GRPO / OPD / OP-RKD / OP-FKD / TempSamp steps, checkpoints, logging
-  vtg_jax.parallel, launch mesh, multi-host, TPU / multi-host / SLURM launchers
-Not built yet: recipe configs (configs/), the training loop behind --config, evaluation loop, demo.
+Configs are locked: a misspelled `--config.key` fails with the valid keys. `--init_from` sets
+`config.model.init_from` (an HF directory or one of our run workdirs). Without `--config` this prints
+what is built and runs a one-screen smoke check of the math library and the tiny models.
 """
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "a recipe file in configs/, e.g. configs/opd.py[:arg]",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics, plots, predictions")
+_INIT_FROM = flags.DEFINE_string("init_from", None, "HF checkpoint directory or run workdir to start the policy from")
 
 
 def main(argv):
-    del argv
-    import vtg_jax
-    from vtg_jax import smoke
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    config = _CONFIG.value
+    if config is None:
+        import vtg_jax
+        from vtg_jax import smoke
 
-    print(_STATUS.format(version=vtg_jax.__version__))
-    smoke.run()
+        print(f"vtg_jax {vtg_jax.__version__}: no --config given, running the smoke check "
+              "(recipes: configs/{sft,grpo,opd,op_rkd,op_fkd,tempsamp,longvtg,eval}.py)")
+        smoke.run()
+        return
+    if not _WORKDIR.value:
+        raise app.UsageError("--workdir is required with --config")
+    from vtg_jax.parallel.distributed import maybe_initialize_distributed
+
+    maybe_initialize_distributed(config)  # before anything touches devices
+    if _INIT_FROM.value:
+        with config.unlocked():
+            config.model.init_from = _INIT_FROM.value
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # Orbax and Grain log every save / worker at INFO
+    from vtg_jax.train import report
+    from vtg_jax.train.loop import evaluate_checkpoint, train
+
+    if config.algorithm == "eval":
+        print(report.eval_table(evaluate_checkpoint(config, _WORKDIR.value)))
+    else:
+        print(report.run_report(train(config, _WORKDIR.value), config, _WORKDIR.value))
 
 
 if __name__ == "__main__":

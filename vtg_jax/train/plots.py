@@ -34,7 +34,7 @@ class Family(NamedTuple):
 FAMILIES: tuple[Family, ...] = (
     Family("loss", "Losses (loss/*)", "loss", ("loss/*",)),
     Family("reward", "Rewards (reward/*)", "mean reward per sample", ("reward/*",)),
-    Family("rl_kl", "KL terms (rl/kl*)", "KL estimate", ("rl/kl*",)),
+    Family("rl_kl", "KL terms (rl/kl*, rl/*_kl)", "KL estimate", ("rl/kl*", "rl/*_kl")),
     Family("eval", "Evaluation (eval/mIoU, eval/R@m)", "fraction of queries / mean IoU", ("eval/mIoU", "eval/R@*")),
     Family("skipped", "Skipped batches (*skipped*)", "count", ("*skipped*",)),
 )

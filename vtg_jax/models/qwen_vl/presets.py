@@ -83,6 +83,24 @@ PRESETS: dict[str, QwenVLConfig] = {
                      deepstack_visual_indexes=(0, 1)),
         image_token_id=1000, video_token_id=1001, vision_start_token_id=1002, vision_end_token_id=1003,
     ),
+    # The synthetic demo's student and teacher (configs/*.py defaults; shared/notes/synthetic_probe.md):
+    # text hidden 128 / 4 layers (~1.1M parameters) and hidden 192 / 6 layers; 56x56 frames are one window.
+    "qwen2.5-vl-synthetic": QwenVLConfig(
+        "qwen2_5_vl",
+        TextConfig(vocab_size=1024, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                   num_attention_heads=4, num_key_value_heads=2, head_dim=32, mrope_section=(4, 6, 6)),
+        VisionConfig(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
+                     patch_size=14, window_size=56, fullatt_block_indexes=(1,)),
+        image_token_id=1000, video_token_id=1001, vision_start_token_id=1002, vision_end_token_id=1003,
+    ),
+    "qwen2.5-vl-synthetic-teacher": QwenVLConfig(
+        "qwen2_5_vl",
+        TextConfig(vocab_size=1024, hidden_size=192, intermediate_size=384, num_hidden_layers=6,
+                   num_attention_heads=6, num_key_value_heads=2, head_dim=32, mrope_section=(4, 6, 6)),
+        VisionConfig(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=192,
+                     patch_size=14, window_size=56, fullatt_block_indexes=(1,)),
+        image_token_id=1000, video_token_id=1001, vision_start_token_id=1002, vision_end_token_id=1003,
+    ),
 }
 
 

@@ -1,0 +1,22 @@
+"""python -m vtg_jax.main --config=configs/op_rkd.py --workdir=/tmp/vtg_op_rkd
+
+OP-RKD (Video-OPD App. C.1, eqs. 23-25): the OPD loss on ground-truth answers instead of rollouts
+(pi_old = the current policy), the teacher's log-probs of the ground-truth tokens as reward.
+
+Args: "" (the demo's tiny student and teacher, CPU) | "paper" (Video-OPD scale, as configs/opd.py:paper).
+"""
+from vtg_jax.train.run_config import base_config, demo_models, paper_scale
+
+
+def get_config(arg: str = ""):
+    c = base_config("op_rkd")
+    c.opd.aggregation = "seq-mean-token-sum"  # eq. 25: E_tau sum_t
+    if arg == "paper":
+        paper_scale(c, preset="qwen3-vl-8b", teacher="qwen3-vl-32b")
+        c.data.template = "video_opd"
+    elif arg:
+        raise ValueError(f"unknown op_rkd config arg {arg!r}: use '' or 'paper'")
+    else:
+        demo_models(c)
+    c.lock()
+    return c

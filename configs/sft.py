@@ -1,0 +1,35 @@
+"""python -m vtg_jax.main --config=configs/sft.py --workdir=/tmp/vtg_sft
+
+Supervised fine-tuning: token-mean cross-entropy on the answer tokens (`vtg_jax.train.sft`).
+
+Args (`--config=configs/sft.py:<arg>`):
+  ""          tiny student preset on the synthetic benchmark (CPU, minutes)
+  "teacher"   the README demo's teacher, trained from scratch on the synthetic benchmark
+  "tvg_r1"    TVG-R1 cold start (App. B): Qwen2.5-VL-7B, lr 1e-6, batch 8, one epoch of your data
+              (--init_from=<HF dir> --config.data.train=... --config.data.frame_store=...
+               --config.data.tokenizer=<HF dir> --config.steps=<records / 8>)
+"""
+from vtg_jax.train.run_config import TINY_TEACHER, base_config, paper_scale
+
+
+def get_config(arg: str = ""):
+    c = base_config("sft")
+    c.steps = 600
+    c.optim.lr = 3e-3
+    c.optim.warmup_steps = 50
+    c.eval.every = 200
+    if arg == "teacher":
+        c.model.preset = TINY_TEACHER
+        c.steps = 2000
+    elif arg == "tvg_r1":
+        paper_scale(c, preset="qwen2.5-vl-7b")
+        c.batch_size = 8
+        c.data.template = "tvg_r1"
+        c.data.answer_format = "<think></think><time>{start:.2f} to {end:.2f}</time>"
+        c.data.max_frames = 64  # TVG-R1 §4.1: 64 frames of 128x28x28 pixels
+        c.data.max_pixels = 128 * 28 * 28
+        c.eval.every = 0
+    elif arg:
+        raise ValueError(f"unknown sft config arg {arg!r}: use '', 'teacher' or 'tvg_r1'")
+    c.lock()
+    return c

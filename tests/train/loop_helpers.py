@@ -1,0 +1,50 @@
+"""Tiny run configs for the loop tests (the recipes in configs/ shrunk to seconds on a CPU)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def load_recipe(name: str, arg: str = ""):
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def tiny(name: str, cache_dir: str, **overrides):
+    """configs/<name>.py with the tiny preset, a 16-video synthetic set and short schedules.
+    `overrides` use dotted keys with "__" for "." (e.g. optim__lr=1e-2)."""
+    c = load_recipe(name)
+    with c.unlocked():
+        c.model.preset = "qwen2.5-vl-tiny"
+        c.model.init_from = ""
+        c.teacher.preset = "qwen2.5-vl-tiny"
+        c.teacher.init_from = ""
+        c.data.cache_dir = cache_dir
+        c.data.synthetic.preset = "short"
+        c.data.synthetic.num_train, c.data.synthetic.num_val, c.data.synthetic.num_test = 16, 8, 4
+        c.steps, c.batch_size = 2, 4
+        c.rollout.max_new_tokens = 12
+        c.eval.every, c.eval.num, c.eval.batch_size, c.eval.at_start = 0, 4, 4, False
+        c.eval.splits = ("val",)
+        c.eval.max_new_tokens = 12
+        c.checkpoint.every = 2
+        c.log.progress = False
+        c.log.plots = False
+        for key, value in overrides.items():
+            *parents, leaf = key.split("__")
+            target = c
+            for p in parents:
+                target = target[p]
+            target[leaf] = value
+    return c
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]

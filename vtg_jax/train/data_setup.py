@@ -1,0 +1,232 @@
+"""Data of a run: records, frame store, tokenizer, processor, buckets and the loader, from `config.data`.
+
+Synthetic runs (`data.synthetic.enabled`, the default) generate the benchmark and extract its frames
+once into `data.cache_dir` (a directory keyed by the benchmark settings and the model family), so a
+teacher run, a student run and an eval run pointed at the same cache share one copy. Other runs read
+`data.train/val/test` jsonl files of `GroundingRecord`s, a frame store from `python -m
+vtg_jax.data.extract`, and the model's tokenizer directory.
+
+Every example is made WITH its answer (`data.answer_format` of the first span), so one loader serves
+every objective: SFT trains on the answer tokens (`loss_mask`), the RL objectives take the prompt
+part (`prompt_only`: everything before the first answer token, i.e. up to the assistant header) and
+use the answer tokens as the ground-truth trajectory (TempSamp-R1, OP-RKD, OP-FKD). Each example also
+carries `record_index`, its position in the split, so rewards find their ground truth.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from vtg_jax.data.records import GroundingRecord, read_jsonl
+from vtg_jax.models.qwen_vl.config import QwenVLConfig
+
+SPLITS = ("train", "val", "test")
+
+
+class RecordTransform:
+    """record -> processor outputs with the answer and `record_index` (picklable: the store reopens
+    in each worker). Raises on a record whose frames are missing; the loader skips and counts it."""
+
+    def __init__(self, store_path: str, processor: Any, answer_format: str, index: Mapping[str, int]):
+        from vtg_jax.data.frame_store import FrameStore
+
+        self.store, self.proc, self.answer_format, self.index = FrameStore(store_path), processor, answer_format, index
+
+    def answer(self, rec: GroundingRecord) -> str:
+        start, end = rec.span
+        return self.answer_format.format(start=start, end=end)
+
+    def __call__(self, rec: GroundingRecord) -> dict[str, np.ndarray]:
+        if rec.video_id not in self.store:
+            raise KeyError(f"video {rec.video_id!r} is not in the frame store")
+        frames, ts = self.store.read(rec.video_id)
+        out = self.proc(frames, ts, rec.query, answer=self.answer(rec), duration=rec.duration)
+        out["record_index"] = np.asarray(self.index[rec.qid], np.int32)
+        return out
+
+
+@dataclasses.dataclass
+class RunData:
+    """What the loop needs of the data; `splits[name]` are lists of records (qid-unique)."""
+
+    splits: dict[str, list[GroundingRecord]]
+    store_path: str
+    processor: Any
+    tokenizer: Any
+    buckets: dict
+    transforms: dict[str, RecordTransform]
+    missing_videos: dict[str, int]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode([int(t) for t in ids], skip_special_tokens=True)
+
+    @property
+    def eos_id(self) -> int:
+        return int(self.processor.im_end_id)
+
+
+def _cache_key(syn: Any, family: str, data: Any) -> str:
+    blob = json.dumps({"syn": {k: syn[k] for k in sorted(syn.keys()) if k != "enabled"}, "family": family,
+                       "min_pixels": data.min_pixels, "max_pixels": data.max_pixels, "fps": data.fps,
+                       "max_frames": data.max_frames}, sort_keys=True)
+    return f"syn_{syn.preset}_l{syn.level}_s{syn.seed}_{family}_{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
+
+
+def prepare_synthetic(data: Any, family: str, cache_dir: str, progress: bool = True) -> dict[str, str]:
+    """Generates and extracts the synthetic benchmark once; returns paths {train, val, test, store}.
+    A `DONE` marker makes a half-written cache (a killed first run) start over cleanly."""
+    import shutil
+
+    from vtg_jax.data.extract import extract
+    from vtg_jax.data.synthetic import generate
+
+    syn = data.synthetic
+    root = os.path.join(cache_dir, _cache_key(syn, family, data))
+    paths = {s: os.path.join(root, f"{s}.jsonl") for s in SPLITS}
+    paths["store"] = os.path.join(root, "frames")
+    if os.path.exists(os.path.join(root, "DONE")):
+        return paths
+    shutil.rmtree(root, ignore_errors=True)
+    generate(root, num_train=syn.num_train, num_val=syn.num_val, num_test=syn.num_test, level=syn.level,
+             seed=syn.seed, preset=syn.preset, progress=progress)
+    stats = extract(os.path.join(root, "videos"), paths["store"], family=family, fps=data.fps,
+                    min_pixels=data.min_pixels or None, max_pixels=data.max_pixels or None,
+                    max_frames=data.max_frames, workers=0, progress=progress)
+    if stats["errors"]:
+        raise RuntimeError(f"synthetic extraction failed for {stats['errors']} videos: see {paths['store']}")
+    open(os.path.join(root, "DONE"), "w").close()
+    return paths
+
+
+def load_tokenizer(path: str, family: str, cache_dir: str) -> Any:
+    """A `tokenizers.Tokenizer` from `path/tokenizer.json`; "" builds the tiny test tokenizer."""
+    from tokenizers import Tokenizer
+
+    from vtg_jax.data.processor import build_tiny_tokenizer
+
+    if not path:
+        path = build_tiny_tokenizer(os.path.join(cache_dir, f"tokenizer_{family}"), family)
+    file = os.path.join(path, "tokenizer.json")
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"no tokenizer.json in {path!r} (config.data.tokenizer)")
+    return Tokenizer.from_file(file)
+
+
+def _read_split(path: str) -> list[GroundingRecord]:
+    if not path:
+        return []
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"records file {path!r} does not exist")
+    records, seen = [], set()
+    for r in read_jsonl(path):
+        if r.qid in seen:
+            raise ValueError(f"{path}: duplicate qid {r.qid!r} (record_index needs unique qids)")
+        seen.add(r.qid)
+        records.append(r)
+    return records
+
+
+def _auto_buckets(cfg: QwenVLConfig, transform: RecordTransform, records: Sequence[GroundingRecord],
+                  data: Any) -> dict:
+    """One bucket per axis at the longest example (plus 8 tokens of slack, a multiple of 16), unless
+    `data.*_buckets` name their boundaries. Probes the records with the most frames and longest query."""
+    from vtg_jax.data.loader import qwen_vl_buckets
+
+    tokens, patches, groups = tuple(data.token_buckets), tuple(data.patch_buckets), tuple(data.group_buckets)
+    if not (tokens and patches and groups):
+        probe = sorted(records, key=lambda r: (r.duration, len(r.query), len(transform.answer(r))))[-4:]
+        exs = []
+        for r in probe:
+            try:
+                exs.append(transform(r))
+            except Exception:  # noqa: BLE001 — a missing probe video is counted later by the loader
+                continue
+        if not exs:
+            raise RuntimeError("no probe record could be loaded to size the buckets; set data.*_buckets")
+        n_tok = max(len(e["input_ids"]) for e in exs) + 8
+        tokens = tokens or (-(-n_tok // 16) * 16,)
+        patches = patches or (max(len(e["pixel_values_videos"]) for e in exs),)
+        groups = groups or (max(max(len(e["video_grid_thw"]), len(e.get("video_timestamps", ()))) for e in exs),)
+    return qwen_vl_buckets(tokens=tokens, patches=patches, groups=groups)
+
+
+def build_run_data(cfg: QwenVLConfig, data: Any, workdir: str, *, progress: bool = True) -> RunData:
+    """Records, processor and buckets for a run (every process builds the same)."""
+    from vtg_jax.data.frame_store import FrameStore
+    from vtg_jax.data.processor import QwenVLProcessor
+
+    cache_dir = data.cache_dir or os.path.join(workdir, "data")
+    os.makedirs(cache_dir, exist_ok=True)
+    if data.synthetic.enabled:
+        paths = prepare_synthetic(data, cfg.family, cache_dir, progress)
+    else:
+        paths = {s: data[s] for s in SPLITS}
+        paths["store"] = data.frame_store
+        if not (paths["train"] or paths["val"] or paths["test"]) or not paths["store"]:
+            raise ValueError("set config.data.train / val / test and config.data.frame_store "
+                             "(or config.data.synthetic.enabled=True)")
+    tok = load_tokenizer(data.tokenizer, cfg.family, cache_dir)
+    interleave = {"auto": None, "true": True, "false": False}[str(data.interleave_timestamps).lower()]
+    proc = QwenVLProcessor(cfg, tok, template=data.template, fps=data.fps, interleave_timestamps=interleave,
+                           system=data.system or None)
+    splits = {s: _read_split(paths[s]) for s in SPLITS}
+    store = FrameStore(paths["store"])
+    missing = {s: sum(r.video_id not in store for r in recs) for s, recs in splits.items()}
+    transforms = {s: RecordTransform(paths["store"], proc, data.answer_format, {r.qid: i for i, r in enumerate(recs)})
+                  for s, recs in splits.items()}
+    sizing = splits["train"] or splits["val"] or splits["test"]
+    buckets = _auto_buckets(cfg, transforms["train" if splits["train"] else ("val" if splits["val"] else "test")],
+                            sizing, data)
+    return RunData(splits, paths["store"], proc, tok, buckets, transforms, missing)
+
+
+def make_train_loader(run_data: RunData, data: Any, *, batch_size: int, seed: int) -> Any:
+    """The training loader over `train`: seeded shuffle, repeated epochs, the run's buckets. Every
+    process reads the WHOLE global batch (shard_count=1): the step takes it replicated and the model's
+    activation constraints split the work over the `data` axis (see vtg_jax/train/loop.py)."""
+    from vtg_jax.data.loader import make_loader
+
+    if not run_data.splits["train"]:
+        raise ValueError("the train split is empty")
+    return make_loader(run_data.splits["train"], run_data.transforms["train"], batch_size=batch_size, seed=seed,
+                       buckets=run_data.buckets, shard_index=0, shard_count=1, read_threads=data.read_threads,
+                       worker_count=data.worker_count)
+
+
+def prompt_only(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The prompts of a right-padded batch made with answers: tokens from the first answer token on
+    are masked out (attention_mask 0, ids 0); positions are kept (the prompt's ids are a prefix)."""
+    loss = np.asarray(batch["loss_mask"]).astype(bool)
+    if not loss.any(axis=1).all():
+        raise ValueError("every example needs answer tokens (loss_mask) to split off its prompt")
+    first = loss.argmax(axis=1)
+    keep = np.arange(loss.shape[1])[None, :] < first[:, None]
+    out = dict(batch)
+    out["input_ids"] = np.where(keep, batch["input_ids"], 0)
+    out["attention_mask"] = np.where(keep, batch["attention_mask"], 0)
+    out["loss_mask"] = np.zeros_like(batch["loss_mask"])
+    if "mm_token_type_ids" in batch:
+        out["mm_token_type_ids"] = np.where(keep, batch["mm_token_type_ids"], 0)
+    return out
+
+
+def answer_token_lists(batch: Mapping[str, np.ndarray]) -> list[list[int]]:
+    """Ground-truth completion ids (answer + <|im_end|>) of each row of a batch made with answers."""
+    ids, mask = np.asarray(batch["input_ids"]), np.asarray(batch["loss_mask"]).astype(bool)
+    return [[int(t) for t in row[m]] for row, m in zip(ids, mask)]
+
+
+def spans_and_durations(records: Sequence[GroundingRecord], index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth first spans [B, 2] and durations [B] of the batch rows' records."""
+    recs = [records[int(i)] for i in np.asarray(index).reshape(-1)]
+    return (np.asarray([r.span for r in recs], np.float32), np.asarray([r.duration for r in recs], np.float32))
+
+
+def missing_summary(run_data: RunData) -> Optional[str]:
+    bad = {s: n for s, n in run_data.missing_videos.items() if n}
+    return None if not bad else f"records whose video is not in the frame store (skipped and counted): {bad}"

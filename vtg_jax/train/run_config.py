@@ -1,0 +1,144 @@
+"""The run config every recipe in `configs/` starts from, and the paper-scale settings they share.
+
+A run config is an ml_collections ConfigDict (DESIGN rule 2): `configs/<recipe>.py` builds it with
+`base_config(algorithm)`, sets its recipe's values, and returns it locked, so that
+`--config.optim.lr=1e-5` works and `--config.optim.lrr=1e-5` fails with the list of valid keys.
+
+Sections (every recipe has all of them; an algorithm ignores what it does not use):
+
+    algorithm         sft | grpo | opd | op_rkd | op_fkd | tempsamp | eval
+    model             the trained policy: `preset` (random init) or `init_from` (an HF directory or one
+                      of our run workdirs, whose latest checkpoint is read)
+    teacher           OPD / OP-RKD / OP-FKD teacher, same two ways (never trained, never in the state)
+    data              synthetic benchmark (generated and extracted once into `data.cache_dir`) or your
+                      own jsonl + frame store + tokenizer; prompt template, answer format, buckets
+    rollout           sampling for RL / OPD (G, max new tokens, temperature, top-p / top-k)
+    grpo / opd / fkd / tempsamp / reward   loss and reward settings (the step factories' configs)
+    optim             AdamW + warmup-cosine (`train.optim.OptimConfig`)
+    mesh, distributed parallel layout (`parallel.mesh`, `parallel.distributed`)
+    checkpoint, eval, log
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ml_collections
+
+ALGORITHMS = ("sft", "grpo", "opd", "op_rkd", "op_fkd", "tempsamp", "eval")
+
+# The embedded default's models (vtg_jax/models/qwen_vl/presets.py) and data (the synthetic benchmark).
+TINY_STUDENT = "qwen2.5-vl-synthetic"
+TINY_TEACHER = "qwen2.5-vl-synthetic-teacher"
+
+
+def base_config(algorithm: str) -> ml_collections.ConfigDict:
+    """All sections with CPU-sized defaults on the synthetic benchmark (unlocked: recipes edit it)."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    c = ml_collections.ConfigDict()
+    c.algorithm = algorithm
+    c.seed = 0
+    c.steps = 200  # optimizer updates
+    c.batch_size = 16  # prompts per update, all processes together
+    c.micro_batches = 1  # gradient accumulation: batch_size / micro_batches prompts per forward
+
+    c.model = ml_collections.ConfigDict(dict(
+        preset=TINY_STUDENT, init_from="", dtype="float32", param_dtype="float32", freeze_vision=False,
+        remat="none", attention_impl="auto", rope_index_rule="original"))
+    c.teacher = ml_collections.ConfigDict(dict(preset="", init_from="", dtype="float32"))
+
+    c.data = ml_collections.ConfigDict(dict(
+        cache_dir="",  # "" = <workdir>/data; share one between runs to generate/extract once
+        synthetic=ml_collections.ConfigDict(dict(
+            enabled=True, preset="default", level=1, seed=0, num_train=2000, num_val=200, num_test=200)),
+        train="", val="", test="",  # jsonl of GroundingRecord (used when synthetic.enabled is False)
+        frame_store="",  # `python -m vtg_jax.data.extract` output for those records
+        tokenizer="",  # a directory with tokenizer.json; "" = the tiny tokenizer (synthetic runs only)
+        min_pixels=3136, max_pixels=3136,  # extraction of the synthetic videos (56x56 for Qwen2.5)
+        fps=2.0, max_frames=768,
+        template="default", system="", interleave_timestamps="auto",  # auto: Qwen3 yes, Qwen2.5 no
+        answer_format="{start:.1f} to {end:.1f}",  # the SFT / ground-truth answer text
+        token_buckets=(), patch_buckets=(), group_buckets=(),  # () = one bucket at the longest example
+        read_threads=1, worker_count=0))
+
+    c.rollout = ml_collections.ConfigDict(dict(
+        num_samples=8, max_new_tokens=16, temperature=1.0, top_p=1.0, top_k=0))
+    c.reward = "iou_only"  # a RewardSpec preset in vtg_jax.rewards (tvg_r1, time_r1, tempsamp_r1, longvtg_r1, ...)
+    c.grpo = ml_collections.ConfigDict(dict(
+        eps_low=0.2, eps_high=0.2, aggregation="token-mean", kl="none", beta=0.0, beta_text=0.04, beta_time=0.0,
+        kl_clamp=0.0, dual_clip=0.0, ratio_level="token", adv_std="biased"))  # 0.0 = off for clamp / dual clip
+    c.opd = ml_collections.ConfigDict(dict(gamma=0.0, aggregation="token-mean", eps_low=0.0, eps_high=0.0))
+    c.fkd = ml_collections.ConfigDict(dict(aggregation="seq-mean-token-sum", top_k=0, topk_mode="renormalized"))
+    c.tempsamp = ml_collections.ConfigDict(dict(  # TempSamp-R1 §3.2 eqs. 2-4 (rl.tempsamp_advantages)
+        mode="shaping", downscale=0.8, lam_off=1.2, tau=0.8, alpha1=0.01, alpha2=1.0))
+
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=1e-3, warmup_steps=20, end_lr_ratio=0.0, weight_decay=0.01, b1=0.9, b2=0.95, eps=1e-8, clip_norm=1.0))
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.distributed = ml_collections.ConfigDict(dict(mode="", coordinator_address=None, num_processes=None,
+                                                   process_id=None, local_device_ids=None))
+    c.checkpoint = ml_collections.ConfigDict(dict(every=100, keep=3, async_save=True, export_hf=True))
+    c.eval = ml_collections.ConfigDict(dict(
+        every=0, at_start=True, splits=("val",), num=200, batch_size=16, max_new_tokens=16,
+        checkpoint=""))  # eval recipe: an HF directory or one of our run workdirs
+    c.log = ml_collections.ConfigDict(dict(every=1, progress=True, plots=True))
+    return c
+
+
+def paper_scale(c: ml_collections.ConfigDict, *, preset: str, teacher: str = "") -> ml_collections.ConfigDict:
+    """The settings the papers share at full scale: lr 1e-6, batch 32, 2 fps, 768 frames (Video-OPD §4.1,
+    App. D.1; TempSamp-R1 App. B), Qwen model and tokenizer from HF directories, your own data.
+
+    Fields a user must still set (`--config.model.init_from`, `--config.data.train`, ...) stay empty
+    and the run stops with a message naming them."""
+    c.model.preset = preset
+    c.model.dtype = "bfloat16"
+    c.model.param_dtype = "float32"
+    c.model.remat = "full"
+    c.model.freeze_vision = True
+    c.teacher.preset = teacher
+    c.teacher.dtype = "bfloat16"
+    c.optim.lr = 1e-6
+    c.optim.warmup_steps = 0
+    c.optim.end_lr_ratio = 1.0  # constant lr (the papers quote one value)
+    c.batch_size = 32
+    c.data.synthetic.enabled = False
+    c.data.min_pixels = 0
+    c.data.max_pixels = 0  # 0 = the family's default budget
+    c.data.fps = 2.0
+    c.data.max_frames = 768
+    c.rollout.max_new_tokens = 256
+    c.eval.num = 0  # the whole split
+    c.eval.max_new_tokens = 256
+    c.checkpoint.every = 100
+    return c
+
+
+def optim_config(c: Any) -> Any:
+    """`train.optim.OptimConfig` of a run config (ConfigDict or the JSON dict a checkpoint saved)."""
+    from vtg_jax.train.optim import OptimConfig
+
+    o = c["optim"]
+    return OptimConfig(lr=float(o["lr"]), warmup_steps=min(int(o["warmup_steps"]), int(c["steps"])), total_steps=int(c["steps"]),
+                       end_lr_ratio=float(o["end_lr_ratio"]), weight_decay=float(o["weight_decay"]),
+                       b1=float(o["b1"]), b2=float(o["b2"]), eps=float(o["eps"]), clip_norm=float(o["clip_norm"]))
+
+
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+DEMO_STUDENT = os.path.join(ASSETS, "synthetic_student")
+DEMO_TEACHER = os.path.join(ASSETS, "synthetic_teacher")
+
+
+def demo_models(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The README demo's distillation setting: the shipped tiny student and teacher (HF format, made by
+    the commands in vtg_jax/assets/README.md) on the synthetic benchmark, sized for a CPU in minutes."""
+    c.model.init_from = DEMO_STUDENT
+    c.teacher.init_from = DEMO_TEACHER
+    c.steps = 150
+    c.batch_size = 16
+    c.optim.lr = 1e-3
+    c.optim.warmup_steps = 10
+    c.eval.every = 50
+    c.checkpoint.every = 50
+    return c
