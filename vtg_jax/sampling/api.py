@@ -13,6 +13,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from vtg_jax.parallel.distributed import global_to_host
 from vtg_jax.models.qwen_vl.model import QwenVL
 from vtg_jax.parallel.rules import DEFAULT_RULES, Rules, sharded_call
 from vtg_jax.sampling import engine
@@ -102,7 +103,7 @@ def generate(
             prompt_len=prompts.length, num_buf=num_buf, greedy=temperature == 0.0, top_k=int(top_k),
             use_top_p=top_p < 1.0, pad_id=int(pad_token_id), rules_key=rules_key)
     del out["cache"]
-    res = {k: np.array(jax.device_get(v)) for k, v in out.items()}
+    res = {k: np.array(v) for k, v in global_to_host(out).items()}  # multi-host: gathered
     n = max_new_tokens
     result = {
         "tokens": res["tokens"][:, :n].reshape(b, g, n),
@@ -165,5 +166,5 @@ def score(
         lp = engine.completion_logprobs(graphdef, state, pre["cache"], pre["logits"], pre["mask"], pre["last_pos"],
                                         toks, np.asarray(temperature, np.float32), prompt_len=prompts.length,
                                         chunk_size=chunk_size, rules_key=rules_key)
-    lp = np.asarray(jax.device_get(lp))[:, :n].reshape(b, s, n)
+    lp = np.asarray(global_to_host(lp))[:, :n].reshape(b, s, n)
     return np.where(cmask.astype(bool), lp, 0.0).astype(np.float32)

@@ -18,8 +18,11 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
+import time
 from typing import Any, Mapping, Optional, Sequence
 
+import jax
 import numpy as np
 
 from vtg_jax.data.records import GroundingRecord, read_jsonl
@@ -80,8 +83,6 @@ def _cache_key(syn: Any, family: str, data: Any) -> str:
 def prepare_synthetic(data: Any, family: str, cache_dir: str, progress: bool = True) -> dict[str, str]:
     """Generates and extracts the synthetic benchmark once; returns paths {train, val, test, store}.
     A `DONE` marker makes a half-written cache (a killed first run) start over cleanly."""
-    import shutil
-
     from vtg_jax.data.extract import extract
     from vtg_jax.data.synthetic import generate
 
@@ -89,7 +90,14 @@ def prepare_synthetic(data: Any, family: str, cache_dir: str, progress: bool = T
     root = os.path.join(cache_dir, _cache_key(syn, family, data))
     paths = {s: os.path.join(root, f"{s}.jsonl") for s in SPLITS}
     paths["store"] = os.path.join(root, "frames")
-    if os.path.exists(os.path.join(root, "DONE")):
+    done = os.path.join(root, "DONE")
+    if jax.process_index() != 0:  # several processes: the first one writes the (shared) cache
+        deadline = time.time() + 3600
+        while not os.path.exists(done):
+            if time.time() > deadline:
+                raise TimeoutError(f"process 0 did not finish the synthetic data in {root}")
+            time.sleep(1.0)
+    if os.path.exists(done):
         return paths
     shutil.rmtree(root, ignore_errors=True)
     generate(root, num_train=syn.num_train, num_val=syn.num_val, num_test=syn.num_test, level=syn.level,
@@ -99,7 +107,7 @@ def prepare_synthetic(data: Any, family: str, cache_dir: str, progress: bool = T
                     max_frames=data.max_frames, workers=0, progress=progress)
     if stats["errors"]:
         raise RuntimeError(f"synthetic extraction failed for {stats['errors']} videos: see {paths['store']}")
-    open(os.path.join(root, "DONE"), "w").close()
+    open(done, "w").close()
     return paths
 
 
@@ -110,7 +118,13 @@ def load_tokenizer(path: str, family: str, cache_dir: str) -> Any:
     from vtg_jax.data.processor import build_tiny_tokenizer
 
     if not path:
-        path = build_tiny_tokenizer(os.path.join(cache_dir, f"tokenizer_{family}"), family)
+        path = os.path.join(cache_dir, f"tokenizer_{family}")
+        if not os.path.isfile(os.path.join(path, "tokenizer.json")):  # build aside, then rename: processes race
+            tmp = build_tiny_tokenizer(f"{path}.tmp{os.getpid()}", family)
+            try:
+                os.rename(tmp, path)
+            except OSError:  # another process won
+                shutil.rmtree(tmp, ignore_errors=True)
     file = os.path.join(path, "tokenizer.json")
     if not os.path.isfile(file):
         raise FileNotFoundError(f"no tokenizer.json in {path!r} (config.data.tokenizer)")

@@ -1,0 +1,34 @@
+"""Worker for test_loop_multiprocess.py (run by vtg_jax.parallel.testing, not collected by pytest): a
+few training steps of a recipe through `vtg_jax.train.loop.train` on a 2x2x2 (data, fsdp, tensor) mesh,
+in however many processes the harness starts. Env: VTG_TEST_CACHE (pre-built synthetic data),
+VTG_TEST_OUT (run directories; one per layout, named by the coordinator port)."""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from loop_helpers import tiny  # noqa: E402
+
+KEYS = ("loss/total", "train/grad_norm", "pg/ratio_mean", "rl/reverse_kl", "reward/total")
+
+
+def _run(name: str, **overrides) -> dict:
+    from vtg_jax.train.loop import train
+
+    port = os.environ["JAX_COORDINATOR_ADDRESS"].rsplit(":", 1)[1]
+    workdir = os.path.join(os.environ["VTG_TEST_OUT"], f"{name}_{port}")
+    c = tiny(name, os.environ["VTG_TEST_CACHE"], steps=2, batch_size=8, mesh__data=2, mesh__fsdp=2,
+             mesh__tensor=2, eval__splits=(), **overrides)
+    summary = train(c, workdir)
+    assert summary["finished"] and summary["steps"] == 2
+    return {k: summary["last_metrics"][k] for k in KEYS if k in summary["last_metrics"]}
+
+
+def sft_steps() -> dict:
+    return _run("sft", optim__lr=1e-2)
+
+
+def opd_steps() -> dict:
+    return _run("opd", optim__lr=1e-2)

@@ -1,0 +1,33 @@
+"""The training loop in 2 real JAX processes x 4 CPU devices equals 1 process x 8 devices (gloo)."""
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from loop_helpers import tiny
+
+WORKER = str(pathlib.Path(__file__).with_name("mp_loop_worker.py"))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    from vtg_jax.models.qwen_vl.presets import get_preset
+    from vtg_jax.train.data_setup import build_run_data
+
+    path = str(tmp_path_factory.mktemp("mp_cache"))
+    c = tiny("sft", path)
+    build_run_data(get_preset("qwen2.5-vl-tiny"), c.data, path, progress=False)  # data + tokenizer once
+    return path
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("target", ["sft_steps", "opd_steps"])
+def test_loop_two_processes_match_one_process(tmp_path, cache, monkeypatch, target):
+    from vtg_jax.parallel.testing import assert_layouts_agree
+
+    monkeypatch.setenv("VTG_TEST_CACHE", cache)
+    monkeypatch.setenv("VTG_TEST_OUT", str(tmp_path))
+    out = assert_layouts_agree(f"{WORKER}:{target}", tmp_path, layouts=((2, 4), (1, 8)), atol=1e-5, rtol=1e-5,
+                               timeout=300)
+    assert out["loss/total"] > 0 and out["train/grad_norm"] > 0
