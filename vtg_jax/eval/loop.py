@@ -35,6 +35,38 @@ def _batches(examples: list[tuple[int, dict]], batch_size: int):
             yield [i for i, _ in chunk], exs
 
 
+def _clip_scores(text: str, clip_ids: list[int], clip_seconds: float) -> Optional[np.ndarray]:
+    """Per labelled clip, the score of the predicted highlight timestamp nearest the clip's centre."""
+    from vtg_jax.rewards.highlight import parse_highlight
+
+    parsed = parse_highlight(text)
+    if parsed is None or not parsed[0] or len(parsed[0]) != len(parsed[1]):
+        return None
+    ts, sc = np.asarray(parsed[0], np.float64), np.asarray(parsed[1], np.float64)
+    centres = (np.asarray(clip_ids, np.float64) + 0.5) * clip_seconds
+    return sc[np.abs(ts[None, :] - centres[:, None]).argmin(axis=1)]
+
+
+def qvhighlights_metrics(records: list, texts: list[str], preds: list, clip_seconds: float = 2.0) -> dict[str, float]:
+    """QVHighlights metrics where the labels exist: MR-mAP / MR-R1 when some query has several
+    ground-truth windows (the greedy answer is one window of score 1), HL-mAP / HL-HIT@1 when the
+    records carry saliency labels (clips of `clip_seconds`; the answer's highlight timestamps and
+    scores are matched to the nearest labelled clip)."""
+    from vtg_jax.eval.qvhighlights import highlight_metrics, moment_retrieval_metrics
+
+    out: dict[str, float] = {}
+    if any(len(r.spans) > 1 for r in records):
+        windows = [None if p is None else np.asarray([[p[0], p[1], 1.0]]) for p in preds]
+        mr = moment_retrieval_metrics(windows, [np.asarray(r.spans) for r in records])
+        out.update({k if k.startswith("MR-") else f"MR/{k}": v for k, v in mr.items()})
+    labelled = [(r, t) for r, t in zip(records, texts) if r.saliency]
+    if labelled:
+        gts = [np.asarray([s for _, s in r.saliency], np.float64) for r, _ in labelled]
+        hl = [_clip_scores(t, [c for c, _ in r.saliency], clip_seconds) for r, t in labelled]
+        out.update({f"HL/{k}" if not k.startswith("HL") else k: v for k, v in highlight_metrics(hl, gts).items()})
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float, np.floating))}
+
+
 def evaluate(model: Any, run_data: Any, split: str, *, batch_size: int = 16, max_new_tokens: int = 16,
              num: int = 0, out_path: Optional[str] = None, mesh: Any = None, extra: Optional[dict] = None
              ) -> dict[str, float]:
@@ -77,6 +109,8 @@ def evaluate(model: Any, run_data: Any, split: str, *, batch_size: int = 16, max
     gts = np.asarray([records[i].span for i in kept], np.float64).reshape(-1, 2)
     metrics = grounding_metrics(preds, gts) if kept else {"n": 0}
     metrics["skipped"] = skipped
+    if kept:
+        metrics.update(qvhighlights_metrics([records[i] for i in kept], [texts[i] for i in kept], preds))
     if out_path:
         ious, _ = prediction_ious(preds, gts) if kept else (np.zeros(0), None)
         os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
