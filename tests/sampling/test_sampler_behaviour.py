@@ -140,3 +140,21 @@ def test_truncate_logits_matches_numpy():
                 nuc[order[0]] = True
                 keep = keep & nuc
             np.testing.assert_array_equal(got[r], keep, err_msg=f"row {r}, top_k={k}, top_p={p}")
+
+
+def test_video_rows_padded_to_frame_bucket_leave_outputs_unchanged(model, monkeypatch):
+    """9 temporal groups in a batch are padded to 10 with a filler frame (one compiled program for
+    batches of 9 or 10 groups); tokens and log-probs equal the unpadded run's."""
+    from vtg_jax.sampling import host
+
+    b = H.Builder("qwen3_vl", seed=5)
+    inputs = H.batch([H.concat(b.text(3), b.video(10, 4, 4), b.text(2)), H.concat(b.video(8, 4, 4), b.text(4))])
+    assert [host.frame_bucket(n) for n in (8, 9, 10, 11, 13)] == [8, 10, 10, 12, 14]
+    prompts = prepare_prompts(model.cfg, inputs)
+    assert prompts.pixel_values_videos.shape[0] == 10 * 16 == len(inputs["pixel_values_videos"]) + 16
+    padded = generate(model, inputs, num_samples=2, **KW)
+    monkeypatch.setattr(host, "frame_bucket", lambda n: n)
+    assert prepare_prompts(model.cfg, inputs).pixel_values_videos.shape[0] == 9 * 16
+    plain = generate(model, inputs, num_samples=2, **KW)
+    np.testing.assert_array_equal(padded["tokens"], plain["tokens"])
+    np.testing.assert_allclose(padded["logprobs"], plain["logprobs"], atol=1e-5)

@@ -116,15 +116,53 @@ def prepare_prompts(cfg: QwenVLConfig, inputs: dict[str, Any], min_bucket: int =
         v = inputs.get(name)
         return None if v is None else np.asarray(v, np.float32)
 
+    videos, vision_inputs = opt("pixel_values_videos"), host["vision_inputs"]
+    if videos is not None:
+        videos, vision_inputs = _pad_video_rows(cfg, videos, inputs.get("image_grid_thw"),
+                                                inputs.get("video_grid_thw"), vision_inputs)
     return Prompts(
         input_ids=_left_pad(ids, length).astype(np.int32),
         attention_mask=_left_pad(mask, length).astype(np.int32),
         position_ids=_left_pad(positions.reshape(3 * ids.shape[0], -1), length)
         .reshape(3, ids.shape[0], length).astype(np.int32),
         pixel_values=opt("pixel_values"),
-        pixel_values_videos=opt("pixel_values_videos"),
-        vision_inputs=host["vision_inputs"],
+        pixel_values_videos=videos,
+        vision_inputs=vision_inputs,
     )
+
+
+def frame_bucket(n: int) -> int:
+    """Smallest m·2^e >= n with m in {4, 5, 6, 7} (4 buckets per octave: at most ~25% padding)."""
+    if n <= 4:
+        return max(int(n), 1)
+    e = max(int(n - 1).bit_length() - 3, 0)
+    m = -(-int(n) // (1 << e))
+    return m << e
+
+
+def _pad_video_rows(cfg: QwenVLConfig, videos: np.ndarray, image_grid: Any, video_grid: Any,
+                    vision_inputs: dict) -> tuple[np.ndarray, dict]:
+    """Video patch rows padded to a bucketed number of frames with zero "filler frames" after the real
+    ones, described by one extra grid entry, so that batches of different total video length compile
+    the same prefill / score program (`frame_bucket`). No placeholder token reads the fillers' features
+    (they come after every real feature) and attention never crosses frames, so outputs are unchanged
+    (tests/sampling/test_sampler_behaviour.py). Mixed frame geometries are left unpadded."""
+    from vtg_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
+
+    vgrid = np.asarray(video_grid, np.int64).reshape(-1, 3)
+    hw = {(int(h), int(w)) for _, h, w in vgrid}
+    if len(hw) != 1:
+        return videos, vision_inputs
+    (gh, gw), = hw
+    frames = len(videos) // (gh * gw)
+    filler = frame_bucket(frames) - frames
+    if filler == 0:
+        return videos, vision_inputs
+    grids = [g for g in (None if image_grid is None else np.asarray(image_grid, np.int64).reshape(-1, 3), vgrid)
+             if g is not None]
+    grid = np.concatenate(grids + [np.asarray([[filler, gh, gw]], np.int64)])
+    padded = np.concatenate([videos, np.zeros((filler * gh * gw, videos.shape[1]), videos.dtype)])
+    return padded, prepare_vision_inputs(cfg.vision, cfg.family, grid)
 
 
 # ---------------------------------------------------------------------------------------------------
