@@ -29,6 +29,7 @@ from vtg_jax.data.records import GroundingRecord, read_jsonl
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
 
 SPLITS = ("train", "val", "test")
+SYNTHETIC_OVERRIDES = ("min_duration", "max_duration", "min_span", "max_span", "grid", "size")
 
 
 class RecordTransform:
@@ -100,8 +101,9 @@ def prepare_synthetic(data: Any, family: str, cache_dir: str, progress: bool = T
     if os.path.exists(done):
         return paths
     shutil.rmtree(root, ignore_errors=True)
+    overrides = {k: syn[k] for k in SYNTHETIC_OVERRIDES if k in syn and syn[k] is not None}
     generate(root, num_train=syn.num_train, num_val=syn.num_val, num_test=syn.num_test, level=syn.level,
-             seed=syn.seed, preset=syn.preset, progress=progress)
+             seed=syn.seed, preset=syn.preset, progress=progress, **overrides)
     stats = extract(os.path.join(root, "videos"), paths["store"], family=family, fps=data.fps,
                     min_pixels=data.min_pixels or None, max_pixels=data.max_pixels or None,
                     max_frames=data.max_frames, workers=0, progress=progress)

@@ -69,6 +69,10 @@ def run_evaluations(model: Any, run_data: Any, config: Any, workdir: str, step: 
     return out
 
 
+def _show_progress(config: Any) -> bool:
+    return is_main_process() and bool(config.log.progress)
+
+
 def _save_json(workdir: str, name: str, obj: Any) -> None:
     if is_main_process():
         with open(os.path.join(workdir, name), "w") as f:
@@ -99,7 +103,7 @@ def _context(config: Any, workdir: str, mesh: Any) -> tuple[Any, RunContext, Any
     from vtg_jax.train.state import init_train_state, state_shardings
 
     model = build_model(config.model, seed=config.seed, mesh=mesh)
-    run_data = build_run_data(model.cfg, config.data, workdir, progress=is_main_process())
+    run_data = build_run_data(model.cfg, config.data, workdir, progress=_show_progress(config))
     msg = missing_summary(run_data)
     if msg:
         log.warning(msg)
@@ -162,7 +166,8 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
             final_eval = run_evaluations(policy(), run_data, config, workdir, 0, mesh)
             _save_json(workdir, "eval_start.json", final_eval)
             logger.log(0, final_eval)
-        if ctx.teacher is not None and config.eval.splits and not os.path.exists(os.path.join(workdir, "eval_teacher.json")):
+        teacher_done = os.path.exists(os.path.join(workdir, "eval_teacher.json"))
+        if ctx.teacher is not None and config.eval.splits and not teacher_done:
             _save_json(workdir, "eval_teacher.json",
                        run_evaluations(ctx.teacher, run_data, config, workdir, 0, mesh, tag="teacher_"))
         for step in range(start + 1, config.steps + 1):
@@ -192,7 +197,8 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
         export_hf(policy(), os.path.join(workdir, HF_EXPORT_DIR))
     plots = logger.finish(plot=config.log.plots and done)
     summary = {"algorithm": config.algorithm, "eval_start": _load_json(workdir, "eval_start.json"),
-               "eval_teacher": _load_json(workdir, "eval_teacher.json"), "baselines": _baselines(run_data, config), "steps": int(step), "finished": bool(done),
+               "eval_teacher": _load_json(workdir, "eval_teacher.json"), "baselines": _baselines(run_data, config),
+               "steps": int(step), "finished": bool(done),
                "wall_s": round(time.time() - t_start, 1), "eval": final_eval,
                "skipped_updates": int(jax.device_get(state.skipped)), "data": loader.metrics(), "plots": plots,
                "last_metrics": last_metrics,
@@ -216,7 +222,7 @@ def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, Any]:
     section = dict(config.model.to_dict(), init_from=config.eval.checkpoint)
     with (sharded_call(mesh, DEFAULT_RULES) if mesh is not None else contextlib.nullcontext()):
         model = build_model(section, seed=config.seed, mesh=mesh)
-        run_data = build_run_data(model.cfg, config.data, workdir, progress=is_main_process())
+        run_data = build_run_data(model.cfg, config.data, workdir, progress=_show_progress(config))
         results: dict[str, Any] = {"checkpoint": config.eval.checkpoint}
         for split in config.eval.splits:
             recs = run_data.splits.get(split) or []

@@ -129,7 +129,8 @@ def _sft(ctx: RunContext) -> Iteration:
     step_fn = make_sft_step(ctx.graphdef, ctx.tx, ctx.schedule, **ctx.step_kwargs())
 
     def iterate(state, batch, step):
-        state, metrics = step_fn(state, ctx.frozen, ctx.put(prepare_batch(ctx.model_cfg, batch, ctx.config.micro_batches)))
+        packed = prepare_batch(ctx.model_cfg, batch, ctx.config.micro_batches)
+        state, metrics = step_fn(state, ctx.frozen, ctx.put(packed))
         return state, dict(metrics)
 
     iterate.step_fn = step_fn
@@ -259,9 +260,9 @@ def _op_fkd(ctx: RunContext) -> Iteration:
     f = c.fkd
     cfg = FKDConfig(aggregation=f.aggregation, temperature=float(c.rollout.temperature),
                     top_k=int(f.top_k) or None, topk_mode=f.topk_mode)
+    t_sharding = None if ctx.mesh is None else jax.tree.map(lambda x: x.sharding, t_state)
     step_fn = make_op_fkd_step(ctx.graphdef, ctx.tx, ctx.schedule, t_graphdef, cfg, state_sharding=ctx.state_sharding,
-                               frozen_sharding=ctx.frozen_sharding,
-                               teacher_sharding=None if ctx.mesh is None else jax.tree.map(lambda x: x.sharding, t_state),
+                               frozen_sharding=ctx.frozen_sharding, teacher_sharding=t_sharding,
                                batch_sharding=ctx.batch_sharding)
 
     def iterate(state, batch, step):
@@ -297,4 +298,4 @@ def make_iteration(config: Any, ctx: RunContext) -> Iteration:
     try:
         return BUILDERS[config.algorithm](ctx)
     except KeyError:
-        raise ValueError(f"no training iteration for algorithm {config.algorithm!r}; known: {sorted(BUILDERS)}") from None
+        raise ValueError(f"no training iteration for {config.algorithm!r}; known: {sorted(BUILDERS)}") from None

@@ -24,6 +24,7 @@ import os
 from typing import Any
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 ALGORITHMS = ("sft", "grpo", "opd", "op_rkd", "op_fkd", "tempsamp", "eval")
 
@@ -51,7 +52,10 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         cache_dir="",  # "" = <workdir>/data; share one between runs to generate/extract once
         synthetic=ml_collections.ConfigDict(dict(
-            enabled=True, preset="default", level=1, seed=0, num_train=2000, num_val=200, num_test=200)),
+            enabled=True, preset="default", level=1, seed=0, num_train=2000, num_val=200, num_test=200,
+            # SyntheticConfig fields replacing the preset's (None: the preset's value)
+            min_duration=placeholder(int), max_duration=placeholder(int), min_span=placeholder(float),
+            max_span=placeholder(float), grid=placeholder(float), size=placeholder(int))),
         train="", val="", test="",  # jsonl of GroundingRecord (used when synthetic.enabled is False)
         frame_store="",  # `python -m vtg_jax.data.extract` output for those records
         tokenizer="",  # a directory with tokenizer.json; "" = the tiny tokenizer (synthetic runs only)
@@ -120,7 +124,8 @@ def optim_config(c: Any) -> Any:
     from vtg_jax.train.optim import OptimConfig
 
     o = c["optim"]
-    return OptimConfig(lr=float(o["lr"]), warmup_steps=min(int(o["warmup_steps"]), int(c["steps"])), total_steps=int(c["steps"]),
+    steps = int(c["steps"])
+    return OptimConfig(lr=float(o["lr"]), warmup_steps=min(int(o["warmup_steps"]), steps), total_steps=steps,
                        end_lr_ratio=float(o["end_lr_ratio"]), weight_decay=float(o["weight_decay"]),
                        b1=float(o["b1"]), b2=float(o["b2"]), eps=float(o["eps"]), clip_norm=float(o["clip_norm"]))
 
