@@ -6,6 +6,7 @@ setup(
     version="0.1.0",
     description=__doc__,
     packages=find_packages(include=["vtg_jax", "vtg_jax.*"]),
+    package_data={"vtg_jax": ["assets/README.md", "assets/*/*.json", "assets/*/*.safetensors"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.7",

@@ -3,24 +3,29 @@
 Supervised fine-tuning: token-mean cross-entropy on the answer tokens (`vtg_jax.train.sft`).
 
 Args (`--config=configs/sft.py:<arg>`):
-  ""          tiny student preset on the synthetic benchmark (CPU, minutes)
-  "teacher"   the README demo's teacher, trained from scratch on the synthetic benchmark
+  ""          the tiny student preset on the synthetic benchmark from random init (CPU, ~12 min)
+  "teacher"   the README demo's teacher (vtg_jax/assets/synthetic_teacher): the same, 1,500 steps
+  "student"   the README demo's student (vtg_jax/assets/synthetic_student): 400 steps, a weaker start
   "tvg_r1"    TVG-R1 cold start (App. B): Qwen2.5-VL-7B, lr 1e-6, batch 8, one epoch of your data
               (--init_from=<HF dir> --config.data.train=... --config.data.frame_store=...
                --config.data.tokenizer=<HF dir> --config.steps=<records / 8>)
 """
-from vtg_jax.train.run_config import TINY_TEACHER, base_config, paper_scale
+from vtg_jax.train.run_config import base_config, paper_scale
 
 
 def get_config(arg: str = ""):
     c = base_config("sft")
-    c.steps = 600
+    c.steps = 1500
     c.optim.lr = 3e-3
     c.optim.warmup_steps = 50
-    c.eval.every = 200
+    c.eval.every = 250
+    c.checkpoint.every = 250
     if arg == "teacher":
-        c.model.preset = TINY_TEACHER
-        c.steps = 2000
+        pass  # the defaults: 1,500 steps of the tiny preset
+    elif arg == "student":
+        c.steps = 400
+        c.eval.every = 200
+        c.checkpoint.every = 200
     elif arg == "tvg_r1":
         paper_scale(c, preset="qwen2.5-vl-7b")
         c.batch_size = 8
@@ -30,6 +35,6 @@ def get_config(arg: str = ""):
         c.data.max_pixels = 128 * 28 * 28
         c.eval.every = 0
     elif arg:
-        raise ValueError(f"unknown sft config arg {arg!r}: use '', 'teacher' or 'tvg_r1'")
+        raise ValueError(f"unknown sft config arg {arg!r}: use '', 'teacher', 'student' or 'tvg_r1'")
     c.lock()
     return c

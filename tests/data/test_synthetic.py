@@ -141,3 +141,20 @@ def test_command_line(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=60)
     assert len(list(read_jsonl(str(out / "train.jsonl")))) == 2
     assert len(os.listdir(out / "videos")) == 4
+
+
+def test_plain_background_and_object_scale():
+    """`plain_background` gives every video the same solid grey; `object_scale` scales object sides; the
+    rest of each scene (timing, identities, queries) is drawn exactly as without them."""
+    base = S.make_split("train", 6, cfg=S.PRESETS["default"])
+    easy_cfg = S.SyntheticConfig(plain_background=True, object_scale=3.0)
+    easy = S.make_split("train", 6, cfg=easy_cfg)
+    for (r0, s0), (r1, s1) in zip(base, easy):
+        assert (r0.query, r0.spans) == (r1.query, r1.spans)
+        assert s1["background"] == {"kind": "solid", "c0": [70, 70, 70], "c1": [70, 70, 70], "angle": 0.0}
+        assert round(64 * 0.18 * 3) <= s1["objects"][0]["px"] <= round(64 * 0.26 * 3)
+        frames = S.render(s1, easy_cfg)
+        off = frames[0] if not 0 <= s1["span"][0] * easy_cfg.fps < 1 else frames[-1]
+        assert (off == 70).all()  # nothing but the grey background outside the event
+    with pytest.raises(ValueError, match="object_scale"):
+        S.SyntheticConfig(object_scale=4.0)

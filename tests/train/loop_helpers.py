@@ -27,6 +27,8 @@ def tiny(name: str, cache_dir: str, **overrides):
         c.teacher.init_from = ""
         c.data.cache_dir = cache_dir
         c.data.synthetic.preset = "short"
+        c.data.synthetic.min_duration, c.data.synthetic.max_duration = 6, 8
+        c.data.synthetic.min_span, c.data.synthetic.max_span = 1.0, 2.0
         c.data.synthetic.num_train, c.data.synthetic.num_val, c.data.synthetic.num_test = 16, 8, 4
         c.steps, c.batch_size = 2, 4
         c.rollout.max_new_tokens = 12

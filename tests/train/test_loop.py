@@ -157,6 +157,8 @@ def _cli(workdir: str, cache: str, steps: int) -> list[str]:
     return [sys.executable, "-m", "vtg_jax.main", "--config=configs/grpo.py", f"--workdir={workdir}",
             "--config.model.preset=qwen2.5-vl-tiny", f"--config.data.cache_dir={cache}",
             "--config.data.synthetic.preset=short", "--config.data.synthetic.num_train=16",
+            "--config.data.synthetic.min_duration=6", "--config.data.synthetic.max_duration=8",
+            "--config.data.synthetic.min_span=1.0", "--config.data.synthetic.max_span=2.0",
             "--config.data.synthetic.num_val=8", "--config.data.synthetic.num_test=4", f"--config.steps={steps}",
             "--config.batch_size=4", "--config.rollout.num_samples=2", "--config.rollout.max_new_tokens=8",
             "--config.eval.splits=()", "--config.checkpoint.every=2", "--config.checkpoint.async_save=False",

@@ -70,6 +70,14 @@ TEMPLATES: dict[str, PromptTemplate] = {
             verbatim=False,
         ),
         PromptTemplate(
+            name="synthetic_short",
+            system="Find the event in the video.",
+            user="\"{query}\": start time to end time in seconds.",
+            citation=("vtg_jax's own short template for the synthetic benchmark (not from a paper): words the tiny "
+                      "tokenizer knows, few tokens, so that tiny models train faster on CPU (bench/learnability.py)"),
+            verbatim=False,
+        ),
+        PromptTemplate(
             name="video_opd",
             system="You are a video analysis expert.",
             user=("To accurately pinpoint the event “{query}” in the video, determine the precise time period of "

@@ -90,7 +90,12 @@ def evaluate(model: Any, run_data: Any, split: str, *, batch_size: int = 16, max
     examples, skipped = [], 0
     for i, rec in enumerate(records):
         try:
-            examples.append((i, {k: np.asarray(v) for k, v in transform(rec).items()}))
+            ex = {k: np.asarray(v) for k, v in transform(rec).items()}
+            for name, bucket in run_data.buckets.items():
+                n = bucket.length_of(ex)
+                if n is not None and n > bucket.boundaries[-1]:
+                    raise ValueError(f"{name} length {n} exceeds the largest bucket {bucket.boundaries[-1]}")
+            examples.append((i, ex))
         except Exception as e:  # noqa: BLE001 — a bad video is skipped and counted, never fatal
             skipped += 1
             if skipped <= 5:

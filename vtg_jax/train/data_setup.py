@@ -29,7 +29,8 @@ from vtg_jax.data.records import GroundingRecord, read_jsonl
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
 
 SPLITS = ("train", "val", "test")
-SYNTHETIC_OVERRIDES = ("min_duration", "max_duration", "min_span", "max_span", "grid", "size")
+SYNTHETIC_OVERRIDES = ("min_duration", "max_duration", "min_span", "max_span", "grid", "size", "plain_background",
+                       "object_scale")
 
 
 class RecordTransform:
@@ -50,7 +51,7 @@ class RecordTransform:
             raise KeyError(f"video {rec.video_id!r} is not in the frame store")
         frames, ts = self.store.read(rec.video_id)
         out = self.proc(frames, ts, rec.query, answer=self.answer(rec), duration=rec.duration)
-        out["record_index"] = np.asarray(self.index[rec.qid], np.int32)
+        out["record_index"] = np.asarray(self.index.get(rec.qid, -1), np.int32)  # -1: not of this split
         return out
 
 
@@ -195,7 +196,8 @@ def build_run_data(cfg: QwenVLConfig, data: Any, workdir: str, *, progress: bool
     missing = {s: sum(r.video_id not in store for r in recs) for s, recs in splits.items()}
     transforms = {s: RecordTransform(paths["store"], proc, data.answer_format, {r.qid: i for i, r in enumerate(recs)})
                   for s, recs in splits.items()}
-    sizing = splits["train"] or splits["val"] or splits["test"]
+    # Sized on every split, so that evaluation batches fit the same buckets (and compiled programs).
+    sizing = [r for s in SPLITS for r in splits[s]]
     buckets = _auto_buckets(cfg, transforms["train" if splits["train"] else ("val" if splits["val"] else "test")],
                             sizing, data)
     return RunData(splits, paths["store"], proc, tok, buckets, transforms, missing)

@@ -101,6 +101,16 @@ PRESETS: dict[str, QwenVLConfig] = {
                      patch_size=14, window_size=56, fullatt_block_indexes=(1,)),
         image_token_id=1000, video_token_id=1001, vision_start_token_id=1002, vision_end_token_id=1003,
     ),
+    "qwen3-vl-synthetic": QwenVLConfig(
+        "qwen3_vl",
+        TextConfig(vocab_size=1024, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                   num_attention_heads=4, num_key_value_heads=2, head_dim=32, rope_theta=5_000_000.0,
+                   mrope_section=(8, 4, 4), mrope_interleaved=True, attention_bias=False, qk_norm=True),
+        VisionConfig(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
+                     patch_size=16, hidden_act="gelu_pytorch_tanh", num_position_embeddings=16,
+                     deepstack_visual_indexes=(0, 1)),
+        image_token_id=1000, video_token_id=1001, vision_start_token_id=1002, vision_end_token_id=1003,
+    ),
 }
 
 
