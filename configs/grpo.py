@@ -4,23 +4,18 @@ GRPO (`vtg_jax.train.grpo`): G rollouts per prompt, group-normalised rewards, cl
 optional KL to the frozen initial policy.
 
 Args (`--config=configs/grpo.py:<arg>`):
-  ""          tiny CPU preset on the synthetic benchmark, IoU reward, G = 4, no KL (starts from
-              --init_from, e.g. an SFT run of configs/sft.py; random init learns nothing from IoU 0)
+  ""          tiny CPU preset on the synthetic benchmark, IoU reward, G = 4, no KL from the shipped
+              demo student, vtg_jax/assets/synthetic_student)
   "video_opd" Video-OPD's GRPO baseline (§4.1, App. D.1): Qwen3-VL-8B, lr 1e-6, batch 32, 8 rollouts, IoU
   "tvg_r1"    TVG-R1 (§4.1): Qwen2.5-VL-7B, beta 0, reward 0.9 tIoU + 0.1 format, 64 frames, 600 steps
   "time_r1"   Time-R1-style: Qwen2.5-VL-7B, tIoU + <think>/<answer> format reward, k3 KL beta 0.04
 """
-from vtg_jax.train.run_config import base_config, paper_scale
+from vtg_jax.train.run_config import base_config, paper_scale, tiny_rl
 
 
 def get_config(arg: str = ""):
     c = base_config("grpo")
-    c.steps = 100
-    c.batch_size = 8
-    c.rollout.num_samples = 4
-    c.optim.lr = 3e-4
-    c.optim.warmup_steps = 0
-    c.eval.every = 50
+    tiny_rl(c)
     if arg == "video_opd":
         paper_scale(c, preset="qwen3-vl-8b")
         c.data.template = "video_opd"

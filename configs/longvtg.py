@@ -5,10 +5,10 @@ beta_time = 0 on timestamp tokens) and the CenDist + IoU reward (eq. 7, alpha = 
 <timestamp> format term.
 
 Args (`--config=configs/longvtg.py:<arg>`):
-  ""        tiny CPU preset on the synthetic benchmark (starts from --init_from, e.g. an SFT run)
+  ""        tiny CPU preset on the synthetic benchmark from the shipped demo student
   "paper"   LongVTG-R1 §4.1: Qwen2.5-VL-7B, G = 8, lr 1e-6, batch 32, the <timestamp> prompt
 """
-from vtg_jax.train.run_config import base_config, paper_scale
+from vtg_jax.train.run_config import base_config, paper_scale, tiny_rl
 
 
 def get_config(arg: str = ""):
@@ -17,12 +17,7 @@ def get_config(arg: str = ""):
     c.grpo.kl = "token_aware"
     c.grpo.beta_text = 0.04
     c.grpo.beta_time = 0.0
-    c.steps = 100
-    c.batch_size = 8
-    c.rollout.num_samples = 4
-    c.optim.lr = 3e-4
-    c.optim.warmup_steps = 0
-    c.eval.every = 50
+    tiny_rl(c)
     c.data.answer_format = "<timestamp>{start:.1f} to {end:.1f}</timestamp>"
     if arg == "paper":
         paper_scale(c, preset="qwen2.5-vl-7b")

@@ -5,22 +5,17 @@ off-policy solution (its old log-prob is the current policy's), with one of the 
 `tempsamp.mode` = shaping (non-linear reward shaping, the paper's default) | anchor | downscale | mixed.
 
 Args (`--config=configs/tempsamp.py:<arg>`):
-  ""        tiny CPU preset on the synthetic benchmark (starts from --init_from, e.g. an SFT run)
+  ""        tiny CPU preset on the synthetic benchmark from the shipped demo student
   "paper"   TempSamp-R1 App. B / §4: Qwen2.5-VL-7B, 3 on-policy + 1 off-policy solutions, lr 1e-6,
             batch 1 x 4 GPUs x 2 accumulation = 8, 2 epochs, max generated length 2048, IoU + format reward
   "paper_charades"  as "paper" with 8 solutions (7 on-policy + 1), as the paper uses for Charades-STA
 """
-from vtg_jax.train.run_config import base_config, paper_scale
+from vtg_jax.train.run_config import base_config, paper_scale, tiny_rl
 
 
 def get_config(arg: str = ""):
     c = base_config("tempsamp")
-    c.steps = 100
-    c.batch_size = 8
-    c.rollout.num_samples = 4  # 3 on-policy + 1 ground truth
-    c.optim.lr = 3e-4
-    c.optim.warmup_steps = 0
-    c.eval.every = 50
+    tiny_rl(c)  # G = 4: 3 on-policy + 1 ground truth
     if arg in ("paper", "paper_charades"):
         paper_scale(c, preset="qwen2.5-vl-7b")
         c.batch_size = 8

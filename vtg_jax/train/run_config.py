@@ -94,6 +94,19 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
     return c
 
 
+def tiny_rl(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """CPU defaults of the sampled-reward recipes (GRPO, TempSamp-R1, LongVTG-R1): the shipped demo student
+    (a random policy earns no IoU reward), G = 4 rollouts, 8 prompts, 100 steps at a constant lr 3e-4."""
+    c.model.init_from = DEMO_STUDENT
+    c.steps = 100
+    c.batch_size = 8
+    c.rollout.num_samples = 4
+    c.optim.lr = 3e-4
+    c.optim.warmup_steps = 0
+    c.eval.every = 50
+    return c
+
+
 def paper_scale(c: ml_collections.ConfigDict, *, preset: str, teacher: str = "") -> ml_collections.ConfigDict:
     """The settings the papers share at full scale: lr 1e-6, batch 32, 2 fps, 768 frames (Video-OPD §4.1,
     App. D.1; TempSamp-R1 App. B), Qwen model and tokenizer from HF directories, your own data.
@@ -101,6 +114,8 @@ def paper_scale(c: ml_collections.ConfigDict, *, preset: str, teacher: str = "")
     Fields a user must still set (`--config.model.init_from`, `--config.data.train`, ...) stay empty
     and the run stops with a message naming them."""
     c.model.preset = preset
+    c.model.init_from = ""  # yours: --init_from=<HF dir>
+    c.teacher.init_from = ""
     c.model.dtype = "bfloat16"
     c.model.param_dtype = "float32"
     c.model.remat = "full"
