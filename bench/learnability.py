@@ -2,11 +2,26 @@
 
     PYTHONPATH=. python bench/learnability.py --workdir /tmp/vtg_learn --minutes 14 --seed 0
 
-Generates level-1 data (default preset) and its Qwen2.5 frame store once (cached in --workdir), trains
-the `qwen2.5-vl-synthetic` preset below with `vtg_jax.train.make_sft_step`, evaluates greedy decoding
-(`vtg_jax.sampling.generate`) on the first --eval_n val videos every --eval_every steps, and writes
-<workdir>/<run>/curve.jsonl and curve.png next to the video-blind baselines of the same val subset.
-The preset follows shared/notes/synthetic_probe.md (text hidden 128, 4 layers, head_dim 32, ~1.1M params).
+A probe of the synthetic presets' difficulty (none of its settings beat the baselines within 25 min; see
+shared/notes/synthetic_learnability_2.md). The curve that does learn is the training loop's own SFT run on
+the run-config default: `python -m vtg_jax.main --config=configs/sft.py:teacher` (README "The demo").
+
+Generates level-1 data (--synthetic_preset, a `vtg_jax.data.synthetic.PRESETS` entry) and its frame store
+once (cached in --workdir per preset and model family), trains a --preset of SYNTHETIC_PRESETS below with
+`vtg_jax.train.make_sft_step`, evaluates greedy decoding (`vtg_jax.sampling.generate`) on the first
+--eval_n val videos every --eval_every steps, and writes <workdir>/<run>/curve.jsonl and curve.png next
+to the video-blind baselines of the same val subset.
+
+Flags beyond the optimiser ones:
+  --preset            model: `qwen2.5-vl-synthetic` follows shared/notes/synthetic_probe.md (text hidden
+                      128, 4 layers, head_dim 32, ~1.1M params); `qwen2.5-vl-synthetic-t5rope` is the same
+                      model under transformers 5.23's rope-index rule (see SYNTHETIC_PRESETS).
+  --synthetic_preset  data timing: `default` (16-24 s videos, 1.5-2.5 s events), `short` (12-16 s, 1-1.5 s),
+                      `demo` (10-14 s, 1-2 s) or `easy` (10-14 s, 2-3 s); the last two have <= 14 frame
+                      groups, so steps are faster.
+  --template          prompt template of `vtg_jax.data.prompts.TEMPLATES`; with the tiny tokenizer the chat
+                      text (system + user + answer) of `synthetic_short` is ~58 tokens, of `default` ~80.
+  --timestamps        '<t seconds>' text before each frame group (Qwen2.5; grounding becomes a copy task).
 """
 from __future__ import annotations
 
@@ -18,18 +33,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vtg_jax.models.qwen_vl.config import QwenVLConfig, TextConfig, VisionConfig
+from vtg_jax.data.prompts import TEMPLATES
+from vtg_jax.data.synthetic import PRESETS as DATA_PRESETS
+from vtg_jax.models.qwen_vl.config import QwenVLConfig
+from vtg_jax.models.qwen_vl.presets import get_preset
 
-SYNTHETIC_PRESETS: dict[str, QwenVLConfig] = {
-    # Tiny-tokenizer ids (vtg_jax.data.processor.TINY_SPECIAL_TOKENS); 56x56 frames = 4x4 patches, one window.
-    "qwen2.5-vl-synthetic": QwenVLConfig(
-        "qwen2_5_vl",
-        TextConfig(vocab_size=1024, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-                   num_attention_heads=4, num_key_value_heads=2, head_dim=32, mrope_section=(4, 6, 6)),
-        VisionConfig(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
-                     patch_size=14, window_size=56, fullatt_block_indexes=(1,)),
-        image_token_id=1000, video_token_id=1001, vision_start_token_id=1002, vision_end_token_id=1003),
-}
+# 56x56 frames = 4x4 patches, one window (the presets' docstring in vtg_jax/models/qwen_vl/presets.py).
+SYNTHETIC_PRESETS: dict[str, QwenVLConfig] = {"qwen2.5-vl-synthetic": get_preset("qwen2.5-vl-synthetic")}
+# The same model under transformers 5.23's Qwen2.5 rope-index rule (what the probe in
+# shared/notes/synthetic_probe.md trained with): the text after a video starts right after its first
+# frame group, so the rope distance from the answer to a group encodes the group's absolute time. Under
+# the "original" rule the text starts after the last group: the distance is time-from-the-end, and the
+# model must also work out the duration.
+SYNTHETIC_PRESETS["qwen2.5-vl-synthetic-t5rope"] = SYNTHETIC_PRESETS["qwen2.5-vl-synthetic"].replace(
+    rope_index_rule="transformers5")
 
 
 def answer_text(span: Sequence[float]) -> str:
@@ -50,28 +67,32 @@ class Transform:
                          duration=rec.duration)
 
 
-def build_data(workdir: str, num_train: int, num_val: int, seed: int = 0) -> dict[str, str]:
-    """Synthetic level 1 (default preset) + its Qwen2.5 frame store at 56x56, once per workdir."""
+def build_data(workdir: str, num_train: int, num_val: int, seed: int = 0, preset: str = "default",
+               family: str = "qwen2_5_vl") -> dict[str, str]:
+    """Synthetic level 1 (`preset` of vtg_jax.data.synthetic.PRESETS) + its frame store (Qwen2.5: 56x56,
+    Qwen3: 64x64), once per workdir, preset and family."""
     from vtg_jax.data.extract import extract
     from vtg_jax.data.synthetic import generate
 
-    syn, store = os.path.join(workdir, "syn"), os.path.join(workdir, "frames_q25")
+    syn = os.path.join(workdir, f"syn_{preset}")
+    store = os.path.join(workdir, f"frames_{preset}_{family}")
     paths = {"train": f"{syn}/train.jsonl", "val": f"{syn}/val.jsonl", "videos": f"{syn}/videos", "store": store}
     if not os.path.exists(paths["val"]):
-        generate(syn, num_train=num_train, num_val=num_val, num_test=0, level=1, seed=seed)
-    stats = extract(paths["videos"], store, family="qwen2_5_vl", min_pixels=3136, workers=2, progress=False)
+        generate(syn, num_train=num_train, num_val=num_val, num_test=0, level=1, seed=seed, preset=preset)
+    min_pixels = {"qwen2_5_vl": 3136, "qwen3_vl": 4096}[family]
+    stats = extract(paths["videos"], store, family=family, min_pixels=min_pixels, workers=1, progress=False)
     if stats["errors"]:
         raise RuntimeError(f"extraction errors: {stats}")
     return paths
 
 
-def make_processor(cfg: QwenVLConfig, workdir: str, timestamps: bool) -> tuple[Any, Any]:
+def make_processor(cfg: QwenVLConfig, workdir: str, timestamps: bool, template: str = "default") -> tuple[Any, Any]:
     from tokenizers import Tokenizer
 
     from vtg_jax.data.processor import QwenVLProcessor, build_tiny_tokenizer
 
     tok = Tokenizer.from_file(build_tiny_tokenizer(os.path.join(workdir, "tok"), cfg.family) + "/tokenizer.json")
-    return QwenVLProcessor(cfg, tok, template="default", interleave_timestamps=timestamps), tok
+    return QwenVLProcessor(cfg, tok, template=template, interleave_timestamps=timestamps), tok
 
 
 def eval_batches(records: Sequence[Any], transform: Transform, batch: int) -> list[tuple[dict, list[int]]]:
@@ -157,6 +178,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timestamps", action="store_true", help="'<t seconds>' text before each frame group")
+    ap.add_argument("--template", default="default", choices=sorted(TEMPLATES), help="prompt template")
+    ap.add_argument("--synthetic_preset", default="default", choices=sorted(DATA_PRESETS),
+                    help="timing preset of the synthetic data (vtg_jax.data.synthetic.PRESETS)")
     ap.add_argument("--run", default=None)
     args = ap.parse_args()
     t0 = time.time()
@@ -172,16 +196,17 @@ def main() -> None:
                                num_params, prepare_batch)
 
     cfg = SYNTHETIC_PRESETS[args.preset]
-    paths = build_data(args.workdir, args.num_train, args.num_val)
-    run = args.run or f"{args.preset}_ts{int(args.timestamps)}_lr{args.lr:g}_s{args.seed}"
+    paths = build_data(args.workdir, args.num_train, args.num_val, preset=args.synthetic_preset, family=cfg.family)
+    run = args.run or (f"{args.preset}_{args.synthetic_preset}_{args.template}_ts{int(args.timestamps)}"
+                       f"_lr{args.lr:g}_s{args.seed}")
     out_dir = os.path.join(args.workdir, run)
     os.makedirs(out_dir, exist_ok=True)
-    proc, tok = make_processor(cfg, args.workdir, args.timestamps)
+    proc, tok = make_processor(cfg, args.workdir, args.timestamps, args.template)
     transform = Transform(paths["store"], proc)
     train = list(read_jsonl(paths["train"]))
     val = list(read_jsonl(paths["val"]))[: args.eval_n]
     baselines = trivial_baselines(val, train, seed=0)
-    longest = max(train, key=lambda r: (r.duration, len(r.query)))
+    longest = max(train, key=lambda r: (r.duration, len(tok.encode(r.query).ids)))  # video tokens grow with duration
     n_tok = len(transform(longest)["input_ids"]) + 8
     groups = int(max(r.duration for r in train))  # 2 fps, 2 frames per group
     buckets = qwen_vl_buckets(tokens=(-(-n_tok // 16) * 16,), patches=(groups * 16,), groups=(groups,))

@@ -87,7 +87,7 @@ PRESETS = {
     "default": SyntheticConfig(),
     "short": SyntheticConfig(min_duration=12, max_duration=16, min_span=1.0, max_span=1.5),
     # CPU experiments (bench/learnability.py): <= 14 frame groups at 2 fps keep tiny models fast.
-    # Best video-blind R@0.5 / mIoU on 500 val videos: demo ~0.14 / 0.15, easy ~0.24 / 0.27.
+    # Best video-blind R@0.5 / mIoU on 500 val videos: demo ~0.11 / 0.15, easy ~0.24 / 0.27.
     "demo": SyntheticConfig(min_duration=10, max_duration=14, min_span=1.0, max_span=2.0),
     "easy": SyntheticConfig(min_duration=10, max_duration=14, min_span=2.0, max_span=3.0),
 }
