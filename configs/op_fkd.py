@@ -5,17 +5,9 @@ next-token distribution to the student's on ground-truth answers (the teacher ru
 
 Args: "" (the demo's tiny student and teacher, CPU) | "paper" (Video-OPD scale, as configs/opd.py:paper).
 """
-from vtg_jax.train.run_config import base_config, demo_models, paper_scale
+from vtg_jax.train.run_config import base_config, distillation_setting
 
 
 def get_config(arg: str = ""):
     c = base_config("op_fkd")
-    if arg == "paper":
-        paper_scale(c, preset="qwen3-vl-8b", teacher="qwen3-vl-32b")
-        c.data.template = "video_opd"
-    elif arg:
-        raise ValueError(f"unknown op_fkd config arg {arg!r}: use '' or 'paper'")
-    else:
-        demo_models(c)
-    c.lock()
-    return c
+    return distillation_setting(c, arg)

@@ -5,18 +5,10 @@ OP-RKD (Video-OPD App. C.1, eqs. 23-25): the OPD loss on ground-truth answers in
 
 Args: "" (the demo's tiny student and teacher, CPU) | "paper" (Video-OPD scale, as configs/opd.py:paper).
 """
-from vtg_jax.train.run_config import base_config, demo_models, paper_scale
+from vtg_jax.train.run_config import base_config, distillation_setting
 
 
 def get_config(arg: str = ""):
     c = base_config("op_rkd")
     c.opd.aggregation = "seq-mean-token-sum"  # eq. 25: E_tau sum_t
-    if arg == "paper":
-        paper_scale(c, preset="qwen3-vl-8b", teacher="qwen3-vl-32b")
-        c.data.template = "video_opd"
-    elif arg:
-        raise ValueError(f"unknown op_rkd config arg {arg!r}: use '' or 'paper'")
-    else:
-        demo_models(c)
-    c.lock()
-    return c
+    return distillation_setting(c, arg)

@@ -9,19 +9,11 @@ Args (`--config=configs/opd.py:<arg>`):
             batch 32, one epoch (--init_from=<student HF dir> --config.teacher.init_from=<teacher HF dir>
             --config.data.train=... --config.data.frame_store=... --config.data.tokenizer=<HF dir>)
 """
-from vtg_jax.train.run_config import base_config, demo_models, paper_scale
+from vtg_jax.train.run_config import base_config, distillation_setting
 
 
 def get_config(arg: str = ""):
     c = base_config("opd")
     c.rollout.num_samples = 1
     c.reward = "iou_only"  # reported only: OPD's reward is the teacher's log-prob ratio
-    if arg == "paper":
-        paper_scale(c, preset="qwen3-vl-8b", teacher="qwen3-vl-32b")
-        c.data.template = "video_opd"
-    elif arg:
-        raise ValueError(f"unknown opd config arg {arg!r}: use '' or 'paper'")
-    else:
-        demo_models(c)
-    c.lock()
-    return c
+    return distillation_setting(c, arg)

@@ -2,10 +2,10 @@
 
     metrics = evaluate(model, run_data, "val", batch_size=16, max_new_tokens=16, out_path=".../val.jsonl")
 
-Why examples are grouped by their number of video patches before batching: the sampler's vision
-tower runs on the real patch rows of a batch, so every distinct total is one compilation. Videos of
-one length have the same rows, and batches are filled to `batch_size` with repeats of their last
-example (outputs dropped), so a split compiles once per distinct video length, not once per batch.
+Why examples are grouped by their number of video patches before batching: the sampler pads a
+batch's patch rows to a frame bucket (one compilation per bucket); batches of videos of one length
+need no filler frames, and batches are filled to `batch_size` with repeats of their last example
+(outputs dropped), so a split compiles a few programs, not one per batch.
 
 Unparsable answers score IoU 0 and are counted (`parse_failures`, DESIGN rule 7); records whose frames
 cannot be loaded are skipped and counted (`skipped`), never fatal.
@@ -13,13 +13,10 @@ cannot be loaded are skipped and counted (`skipped`), never fatal.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from typing import Any, Optional
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 
 def _batches(examples: list[tuple[int, dict]], batch_size: int):
@@ -75,7 +72,7 @@ def evaluate(model: Any, run_data: Any, split: str, *, batch_size: int = 16, max
     Writes one jsonl line per record to `out_path` (qid, video_id, query, gt, answer, pred, iou) when
     given. Returns {"R@0.3", "R@0.5", "R@0.7", "mIoU", "n", "parse_failures", "skipped"}.
     """
-    from vtg_jax.data.loader import collate
+    from vtg_jax.data.loader import _SKIP, _Prepare, collate
     from vtg_jax.eval.metrics import grounding_metrics, prediction_ious
     from vtg_jax.rewards.parse import parse_span
     from vtg_jax.sampling import generate
@@ -86,24 +83,19 @@ def evaluate(model: Any, run_data: Any, split: str, *, batch_size: int = 16, max
     records = records[:num] if num else records
     if not records:
         raise ValueError(f"split {split!r} has no records to evaluate")
-    transform = run_data.transforms[split]
+    # The loader's per-record preparation: a record whose video fails to load or whose example exceeds
+    # the buckets comes back as a skip marker (logged), never an exception.
+    prepare = _Prepare(run_data.transforms[split], run_data.buckets)
     examples, skipped = [], 0
     for i, rec in enumerate(records):
-        try:
-            ex = {k: np.asarray(v) for k, v in transform(rec).items()}
-            for name, bucket in run_data.buckets.items():
-                n = bucket.length_of(ex)
-                if n is not None and n > bucket.boundaries[-1]:
-                    raise ValueError(f"{name} length {n} exceeds the largest bucket {bucket.boundaries[-1]}")
-            examples.append((i, ex))
-        except Exception as e:  # noqa: BLE001 — a bad video is skipped and counted, never fatal
+        ex = prepare(rec)
+        if _SKIP in ex:
             skipped += 1
-            if skipped <= 5:
-                log.warning("eval: skipping %s (%s: %s)", rec.qid, type(e).__name__, e)
+        else:
+            examples.append((i, ex))
     texts: dict[int, str] = {}
     for idx, exs in _batches(examples, batch_size):
         inputs = sampler_inputs(prompt_only(collate(exs, run_data.buckets)))
-        inputs.pop("loss_mask", None)
         out = generate(model, inputs, num_samples=1, max_new_tokens=max_new_tokens, temperature=0.0,
                        eos_token_ids=[run_data.eos_id], mesh=mesh)
         for j, i in enumerate(idx):

@@ -148,8 +148,7 @@ def _read_split(path: str) -> list[GroundingRecord]:
     return records
 
 
-def _auto_buckets(cfg: QwenVLConfig, transform: RecordTransform, records: Sequence[GroundingRecord],
-                  data: Any) -> dict:
+def _auto_buckets(transform: RecordTransform, records: Sequence[GroundingRecord], data: Any) -> dict:
     """One bucket per axis at the longest example (plus 8 tokens of slack, a multiple of 16), unless
     `data.*_buckets` name their boundaries. Probes the records with the most frames and longest query."""
     from vtg_jax.data.loader import qwen_vl_buckets
@@ -198,7 +197,7 @@ def build_run_data(cfg: QwenVLConfig, data: Any, workdir: str, *, progress: bool
                   for s, recs in splits.items()}
     # Sized on every split, so that evaluation batches fit the same buckets (and compiled programs).
     sizing = [r for s in SPLITS for r in splits[s]]
-    buckets = _auto_buckets(cfg, transforms["train" if splits["train"] else ("val" if splits["val"] else "test")],
+    buckets = _auto_buckets(transforms["train" if splits["train"] else ("val" if splits["val"] else "test")],
                             sizing, data)
     return RunData(splits, paths["store"], proc, tok, buckets, transforms, missing)
 
@@ -235,8 +234,10 @@ def prompt_only(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def answer_token_lists(batch: Mapping[str, np.ndarray]) -> list[list[int]]:
     """Ground-truth completion ids (answer + <|im_end|>) of each row of a batch made with answers."""
-    ids, mask = np.asarray(batch["input_ids"]), np.asarray(batch["loss_mask"]).astype(bool)
-    return [[int(t) for t in row[m]] for row, m in zip(ids, mask)]
+    from vtg_jax.train.rollout import answer_ids
+
+    rows = zip(batch["input_ids"], batch["loss_mask"])
+    return [answer_ids({"input_ids": ids, "loss_mask": mask}) for ids, mask in rows]
 
 
 def spans_and_durations(records: Sequence[GroundingRecord], index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

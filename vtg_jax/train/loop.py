@@ -55,18 +55,32 @@ def run_evaluations(model: Any, run_data: Any, config: Any, workdir: str, step: 
                     tag: str = "") -> dict[str, float]:
     """Greedy evaluation on every configured split; the first split's figures are `eval/<metric>`,
     the others `eval/<split>/<metric>`. Predictions go to predictions/<split>_step<step>.jsonl."""
-    from vtg_jax.eval.loop import evaluate
-
     out: dict[str, float] = {}
     for k, split in enumerate(config.eval.splits):
         if not run_data.splits.get(split):
             continue
-        path = os.path.join(workdir, "predictions", f"{tag}{split}_step{step}.jsonl") if is_main_process() else None
-        m = evaluate(model, run_data, split, batch_size=config.eval.batch_size, num=config.eval.num,
-                     max_new_tokens=config.eval.max_new_tokens, out_path=path, mesh=mesh, extra={"step": step})
+        m = _evaluate_split(model, run_data, config, split, workdir, f"{tag}{split}_step{step}", mesh, {"step": step})
         prefix = "eval/" if k == 0 else f"eval/{split}/"
         out.update({prefix + key: float(v) for key, v in m.items() if isinstance(v, (int, float))})
     return out
+
+
+def _evaluate_split(model: Any, run_data: Any, config: Any, split: str, workdir: str, name: str, mesh: Any,
+                    extra: Optional[dict] = None) -> dict[str, float]:
+    """`eval.loop.evaluate` with the config's eval settings; predictions to predictions/<name>.jsonl."""
+    from vtg_jax.eval.loop import evaluate
+
+    path = os.path.join(workdir, "predictions", f"{name}.jsonl") if is_main_process() else None
+    return evaluate(model, run_data, split, batch_size=config.eval.batch_size, num=config.eval.num,
+                    max_new_tokens=config.eval.max_new_tokens, out_path=path, mesh=mesh, extra=extra)
+
+
+def _split_baselines(run_data: Any, config: Any, split: str) -> dict:
+    """Video-blind baselines (`data.synthetic.trivial_baselines`) of the records an eval of `split` scores."""
+    from vtg_jax.data.synthetic import trivial_baselines
+
+    recs = run_data.splits[split]
+    return trivial_baselines(recs[:config.eval.num or len(recs)], run_data.splits["train"] or None)
 
 
 def _show_progress(config: Any) -> bool:
@@ -88,17 +102,14 @@ def _load_json(workdir: str, name: str) -> Optional[dict]:
 
 
 def _baselines(run_data: Any, config: Any) -> Optional[dict]:
-    """Video-blind baselines (`data.synthetic.trivial_baselines`) of the first eval split's records."""
-    from vtg_jax.data.synthetic import trivial_baselines
-
+    """The baselines of the first configured split that has records (the one reported as `eval/`)."""
     for split in config.eval.splits:
-        recs = run_data.splits.get(split) or []
-        if recs:
-            return trivial_baselines(recs[:config.eval.num or len(recs)], run_data.splits["train"] or None)
+        if run_data.splits.get(split):
+            return _split_baselines(run_data, config, split)
     return None
 
 
-def _context(config: Any, workdir: str, mesh: Any) -> tuple[Any, RunContext, Any]:
+def _context(config: Any, workdir: str, mesh: Any) -> tuple[Any, RunContext]:
     from vtg_jax.train.optim import make_optimizer
     from vtg_jax.train.state import init_train_state, state_shardings
 
@@ -124,7 +135,7 @@ def _context(config: Any, workdir: str, mesh: Any) -> tuple[Any, RunContext, Any
             raise ValueError("teacher and student must share a vocabulary (same tokenizer)")
     if needs_reference(config):
         ctx.reference = build_model(config.model, seed=config.seed, mesh=mesh)  # = the initial policy
-    return state, ctx, run_data
+    return state, ctx
 
 
 def train(config: Any, workdir: str) -> dict[str, Any]:
@@ -137,7 +148,8 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
     os.makedirs(workdir, exist_ok=True)
     _save_json(workdir, "run_config.json", config.to_dict())
     mesh = _mesh(config)
-    state, ctx, run_data = _context(config, workdir, mesh)
+    state, ctx = _context(config, workdir, mesh)
+    run_data = ctx.run_data
     loader = make_train_loader(run_data, config.data, batch_size=config.batch_size, seed=config.seed)
     ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), save_every_n_steps=config.checkpoint.every,
                         keep_last=config.checkpoint.keep or None, async_save=config.checkpoint.async_save,
@@ -203,9 +215,7 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
                "skipped_updates": int(jax.device_get(state.skipped)), "data": loader.metrics(), "plots": plots,
                "last_metrics": last_metrics,
                "hf_export": os.path.join(workdir, HF_EXPORT_DIR) if done and config.checkpoint.export_hf else None}
-    if is_main_process():
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=1)
+    _save_json(workdir, "summary.json", summary)
     return summary
 
 
@@ -213,8 +223,6 @@ def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, Any]:
     """The eval recipe: `config.eval.checkpoint` (an HF directory or one of our run workdirs) on the
     configured splits, next to the video-blind baselines of the same records; writes
     <workdir>/eval.json and predictions/<split>_eval.jsonl."""
-    from vtg_jax.data.synthetic import trivial_baselines
-
     if not config.eval.checkpoint:
         raise ValueError("set --config.eval.checkpoint to an HF directory or a run workdir")
     os.makedirs(workdir, exist_ok=True)
@@ -225,17 +233,8 @@ def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, Any]:
         run_data = build_run_data(model.cfg, config.data, workdir, progress=_show_progress(config))
         results: dict[str, Any] = {"checkpoint": config.eval.checkpoint}
         for split in config.eval.splits:
-            recs = run_data.splits.get(split) or []
-            if not recs:
-                continue
-            from vtg_jax.eval.loop import evaluate
-
-            path = os.path.join(workdir, "predictions", f"{split}_eval.jsonl") if is_main_process() else None
-            m = evaluate(model, run_data, split, batch_size=config.eval.batch_size, num=config.eval.num,
-                         max_new_tokens=config.eval.max_new_tokens, out_path=path, mesh=mesh)
-            n = config.eval.num or len(recs)
-            results[split] = {"model": m, "baselines": trivial_baselines(recs[:n], run_data.splits["train"] or None)}
-    if is_main_process():
-        with open(os.path.join(workdir, "eval.json"), "w") as f:
-            json.dump(results, f, indent=1)
+            if run_data.splits.get(split):
+                m = _evaluate_split(model, run_data, config, split, workdir, f"{split}_eval", mesh)
+                results[split] = {"model": m, "baselines": _split_baselines(run_data, config, split)}
+    _save_json(workdir, "eval.json", results)
     return results

@@ -113,11 +113,9 @@ def _score(ctx: RunContext, model: nnx.Module, inputs: dict, tokens: np.ndarray,
                  temperature=ctx.config.rollout.temperature, mesh=ctx.mesh)
 
 
-def _ground_truth(batch: dict, n: int, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth answer tokens [B, 1, n'] and lengths [B, 1] (n' = max(n, longest answer))."""
-    answers = answer_token_lists(batch)
-    width = max(n, max(len(a) for a in answers))
-    tokens = np.full((len(answers), 1, width), pad_id, np.int32)
+def _ground_truth(answers: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth answer tokens [B, 1, longest answer] (0-padded) and lengths [B, 1]."""
+    tokens = np.zeros((len(answers), 1, max(len(a) for a in answers)), np.int32)
     for i, a in enumerate(answers):
         tokens[i, 0, :len(a)] = a
     return tokens, np.asarray([[len(a)] for a in answers], np.int32)
@@ -176,8 +174,8 @@ def _grpo_like(ctx: RunContext, tempsamp: bool) -> Iteration:
         rew, host = rollout_rewards(spec, ctx.run_data.decode, out["tokens"], out["lengths"], spans, durations)
         tokens, lengths, logp, off = out["tokens"], out["lengths"], out["logprobs"], None
         if tempsamp:
-            gt_tok, gt_len = _ground_truth(batch, 0)
-            answers = [list(row[0, :n]) for row, n in zip(gt_tok, gt_len[:, 0])]
+            answers = answer_token_lists(batch)
+            gt_tok, gt_len = _ground_truth(answers)
             off_r, _ = rollout_rewards(spec, ctx.run_data.decode, gt_tok, gt_len, spans, durations)
             t = c.tempsamp
             tokens, lengths, logp, off, rew, adv = tempsamp_group(
@@ -232,7 +230,7 @@ def _opd(ctx: RunContext, on_policy: bool) -> Iteration:
             from vtg_jax.train.rollout import sampler_inputs
 
             inputs = sampler_inputs(prompts)
-            tokens, lengths = _ground_truth(batch, 0)
+            tokens, lengths = _ground_truth(answer_token_lists(batch))
             logp, host = np.zeros(tokens.shape, np.float32), {}
         t1 = time.perf_counter()
         teacher_logp = _score(ctx, ctx.teacher, inputs, tokens, lengths)
@@ -267,7 +265,7 @@ def _op_fkd(ctx: RunContext) -> Iteration:
 
     def iterate(state, batch, step):
         prompts = prompt_only(batch)
-        tokens, lengths = _ground_truth(batch, 0)
+        tokens, lengths = _ground_truth(answer_token_lists(batch))
         n = max(c.rollout.max_new_tokens, tokens.shape[-1])
         rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, np.zeros(tokens.shape, np.float32),
                             np.zeros(lengths.shape, np.float32), num_micro=c.micro_batches, max_new_tokens=n)

@@ -156,6 +156,21 @@ DEMO_STUDENT = os.path.join(ASSETS, "synthetic_student")
 DEMO_TEACHER = os.path.join(ASSETS, "synthetic_teacher")
 
 
+def distillation_setting(c: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+    """The two settings of Video-OPD and its App. C baselines (configs/opd.py, op_rkd.py, op_fkd.py),
+    locked: "" the README demo's shipped tiny models; "paper" Video-OPD §4.1 (Qwen3-VL-8B student,
+    Qwen3-VL-32B teacher, lr 1e-6, batch 32, the Fig. 7 prompt)."""
+    if arg == "paper":
+        paper_scale(c, preset="qwen3-vl-8b", teacher="qwen3-vl-32b")
+        c.data.template = "video_opd"
+    elif arg:
+        raise ValueError(f"unknown {c.algorithm} config arg {arg!r}: use '' or 'paper'")
+    else:
+        demo_models(c)
+    c.lock()
+    return c
+
+
 def demo_models(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The README demo's distillation setting: the shipped tiny student and teacher (HF format, made by
     the commands in vtg_jax/assets/README.md) on the synthetic benchmark, sized for a CPU in minutes.
