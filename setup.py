@@ -27,6 +27,7 @@ setup(
         "tokenizers",
         "tensorboardX",  # training metrics (train/metrics_log.py)
         "matplotlib",  # PNG plots of a run (train/plots.py)
+        "scenedetect",  # scene cuts for SceneTG (data/scenetg.py)
     ],
     extras_require={
         "test": [

@@ -3,6 +3,8 @@
     python -m vtg_jax.main --config=configs/opd.py --workdir=/tmp/vtg_opd          # the README demo
     python -m vtg_jax.main --config=configs/grpo.py:tvg_r1 --workdir=/tmp/g --config.optim.lr=1e-5
     python -m vtg_jax.main --config=configs/eval.py --workdir=/tmp/e --config.eval.checkpoint=/tmp/vtg_opd
+    python -m vtg_jax.main --config=configs/select.py:tvdf --workdir=/tmp/sel      # data selection
+    python -m vtg_jax.main --config=configs/pipeline.py:video_opd_rounds --workdir=/tmp/p   # chained stages
     python -m vtg_jax.main --config=configs/sft.py --workdir=/tmp/s --init_from=/path/to/Qwen2.5-VL-7B-Instruct
 
 Configs are locked: a misspelled `--config.key` fails with the valid keys. `--init_from` sets
@@ -27,14 +29,16 @@ def main(argv):
         from vtg_jax import smoke
 
         print(f"vtg_jax {vtg_jax.__version__}: no --config given, running the smoke check "
-              "(recipes: configs/{sft,grpo,opd,op_rkd,op_fkd,tempsamp,longvtg,eval}.py)")
+              "(recipes: configs/{sft,grpo,opd,op_rkd,op_fkd,tempsamp,longvtg,eval,select,pipeline}.py)")
         smoke.run()
         return
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required with --config")
     from vtg_jax.parallel.distributed import maybe_initialize_distributed
 
-    maybe_initialize_distributed(config)  # before anything touches devices
+    pipeline = config.algorithm == "pipeline"
+    # before anything touches devices; a pipeline's stages share the first stage's layout
+    maybe_initialize_distributed(config.stages[config.order[0]] if pipeline else config)
     if _INIT_FROM.value:
         with config.unlocked():
             config.model.init_from = _INIT_FROM.value
@@ -42,8 +46,14 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # Orbax and Grain log every save / worker at INFO
     from vtg_jax.train import report
     from vtg_jax.train.loop import evaluate_checkpoint, train
+    from vtg_jax.train.pipeline import pipeline_report, run_pipeline
+    from vtg_jax.train.select import run_selection, selection_report
 
-    if config.algorithm == "eval":
+    if pipeline:
+        print(pipeline_report(run_pipeline(config, _WORKDIR.value)))
+    elif config.algorithm == "select":
+        print(selection_report(run_selection(config, _WORKDIR.value)))
+    elif config.algorithm == "eval":
         print(report.eval_table(evaluate_checkpoint(config, _WORKDIR.value)))
     else:
         print(report.run_report(train(config, _WORKDIR.value), config, _WORKDIR.value))

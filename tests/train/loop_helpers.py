@@ -19,12 +19,17 @@ def load_recipe(name: str, arg: str = ""):
 def tiny(name: str, cache_dir: str, **overrides):
     """configs/<name>.py with the tiny preset, a 16-video synthetic set and short schedules.
     `overrides` use dotted keys with "__" for "." (e.g. optim__lr=1e-2)."""
-    c = load_recipe(name)
+    return shrink(load_recipe(name), cache_dir, tiny_models=True, **overrides)
+
+
+def shrink(c, cache_dir: str, *, tiny_models: bool, **overrides):
+    """`c` (a recipe config) cut to seconds: tiny data and schedules; random tiny models if asked."""
     with c.unlocked():
-        c.model.preset = "qwen2.5-vl-tiny"
-        c.model.init_from = ""
-        c.teacher.preset = "qwen2.5-vl-tiny"
-        c.teacher.init_from = ""
+        if tiny_models:
+            c.model.preset = "qwen2.5-vl-tiny"
+            c.model.init_from = ""
+            c.teacher.preset = "qwen2.5-vl-tiny"
+            c.teacher.init_from = ""
         c.data.cache_dir = cache_dir
         c.data.synthetic.preset = "short"
         c.data.synthetic.min_duration, c.data.synthetic.max_duration = 6, 8

@@ -15,7 +15,7 @@ import pytest
 
 from loop_helpers import REPO, load_recipe, read_metrics, tiny
 
-RECIPES = ("sft", "grpo", "opd", "op_rkd", "op_fkd", "tempsamp", "longvtg", "eval")
+RECIPES = ("sft", "grpo", "opd", "op_rkd", "op_fkd", "tempsamp", "longvtg", "eval", "select")
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,33 @@ def _batches(examples: list[tuple[int, dict]], batch_size: int):
             yield [i for i, _ in chunk], exs
 
 
+def prompt_batches(run_data: Any, split: str, records: list, batch_size: int, counts: dict):
+    """Yields (record positions, sampler inputs of their prompts) in `_batches` order; adds the number
+    of skipped records to `counts["skipped"]`: the loader's per-record preparation returns a skip marker
+    (logged) for a record whose video fails to load or whose example exceeds the buckets."""
+    from vtg_jax.data.loader import _SKIP, _Prepare, collate
+    from vtg_jax.train.data_setup import prompt_only
+    from vtg_jax.train.rollout import sampler_inputs
+
+    prepare = _Prepare(run_data.transforms[split], run_data.buckets)
+    examples = []
+    counts.setdefault("skipped", 0)
+    for i, rec in enumerate(records):
+        ex = prepare(rec)
+        if _SKIP in ex:
+            counts["skipped"] += 1
+        else:
+            examples.append((i, ex))
+    for idx, exs in _batches(examples, batch_size):
+        yield idx, sampler_inputs(prompt_only(collate(exs, run_data.buckets)))
+
+
+def completion_text(run_data: Any, out: dict, row: int, sample: int) -> str:
+    """The decoded text of `generate` output (row, sample), without its end-of-sequence token."""
+    ids = out["tokens"][row, sample, :out["lengths"][row, sample]]
+    return run_data.decode([t for t in ids if t != run_data.eos_id])
+
+
 def _clip_scores(text: str, clip_ids: list[int], clip_seconds: float) -> Optional[np.ndarray]:
     """Per labelled clip, the score of the predicted highlight timestamp nearest the clip's centre."""
     from vtg_jax.rewards.highlight import parse_highlight
@@ -72,40 +99,26 @@ def evaluate(model: Any, run_data: Any, split: str, *, batch_size: int = 16, max
     Writes one jsonl line per record to `out_path` (qid, video_id, query, gt, answer, pred, iou) when
     given. Returns {"R@0.3", "R@0.5", "R@0.7", "mIoU", "n", "parse_failures", "skipped"}.
     """
-    from vtg_jax.data.loader import _SKIP, _Prepare, collate
     from vtg_jax.eval.metrics import grounding_metrics, prediction_ious
     from vtg_jax.rewards.parse import parse_span
     from vtg_jax.sampling import generate
-    from vtg_jax.train.data_setup import prompt_only
-    from vtg_jax.train.rollout import sampler_inputs
 
     records = run_data.splits[split]
     records = records[:num] if num else records
     if not records:
         raise ValueError(f"split {split!r} has no records to evaluate")
-    # The loader's per-record preparation: a record whose video fails to load or whose example exceeds
-    # the buckets comes back as a skip marker (logged), never an exception.
-    prepare = _Prepare(run_data.transforms[split], run_data.buckets)
-    examples, skipped = [], 0
-    for i, rec in enumerate(records):
-        ex = prepare(rec)
-        if _SKIP in ex:
-            skipped += 1
-        else:
-            examples.append((i, ex))
     texts: dict[int, str] = {}
-    for idx, exs in _batches(examples, batch_size):
-        inputs = sampler_inputs(prompt_only(collate(exs, run_data.buckets)))
+    counts: dict[str, int] = {}
+    for idx, inputs in prompt_batches(run_data, split, records, batch_size, counts):
         out = generate(model, inputs, num_samples=1, max_new_tokens=max_new_tokens, temperature=0.0,
                        eos_token_ids=[run_data.eos_id], mesh=mesh)
         for j, i in enumerate(idx):
-            ids = [t for t in out["tokens"][j, 0, :out["lengths"][j, 0]] if t != run_data.eos_id]
-            texts[i] = run_data.decode(ids)
+            texts[i] = completion_text(run_data, out, j, 0)
     kept = sorted(texts)
     preds = [parse_span(texts[i]) for i in kept]
     gts = np.asarray([records[i].span for i in kept], np.float64).reshape(-1, 2)
     metrics = grounding_metrics(preds, gts) if kept else {"n": 0}
-    metrics["skipped"] = skipped
+    metrics["skipped"] = counts.get("skipped", 0)
     if kept:
         metrics.update(qvhighlights_metrics([records[i] for i in kept], [texts[i] for i in kept], preds))
     if out_path:

@@ -43,6 +43,10 @@ class RecordTransform:
         self.store, self.proc, self.answer_format, self.index = FrameStore(store_path), processor, answer_format, index
 
     def answer(self, rec: GroundingRecord) -> str:
+        """The SFT target: a record's own `extra["completion"]` (e.g. an annotator's reasoning kept by
+        TVG-R1's cold-start selection) or the ground-truth span in `answer_format`."""
+        if rec.extra.get("completion"):
+            return str(rec.extra["completion"])
         start, end = rec.span
         return self.answer_format.format(start=start, end=end)
 
@@ -148,6 +152,19 @@ def _read_split(path: str) -> list[GroundingRecord]:
     return records
 
 
+def restrict_to_subset(records: Sequence[GroundingRecord], subset_path: str) -> list[GroundingRecord]:
+    """The subset file's records, in its order, taken from `records` by qid (the subset's own fields,
+    e.g. a kept `extra["completion"]`, win). Unknown qids are an error: a subset of another dataset."""
+    by_qid = {r.qid: r for r in records}
+    subset = _read_split(subset_path)
+    unknown = [r.qid for r in subset if r.qid not in by_qid]
+    if unknown:
+        raise ValueError(f"{subset_path}: {len(unknown)} qids are not in the train split (e.g. {unknown[0]!r})")
+    if not subset:
+        raise ValueError(f"{subset_path}: the training subset is empty")
+    return [dataclasses.replace(by_qid[r.qid], extra={**by_qid[r.qid].extra, **r.extra}) for r in subset]
+
+
 def _auto_buckets(transform: RecordTransform, records: Sequence[GroundingRecord], data: Any) -> dict:
     """One bucket per axis at the longest example (plus 8 tokens of slack, a multiple of 16), unless
     `data.*_buckets` name their boundaries. Probes the records with the most frames and longest query."""
@@ -191,6 +208,8 @@ def build_run_data(cfg: QwenVLConfig, data: Any, workdir: str, *, progress: bool
     proc = QwenVLProcessor(cfg, tok, template=data.template, fps=data.fps, interleave_timestamps=interleave,
                            system=data.system or None)
     splits = {s: _read_split(paths[s]) for s in SPLITS}
+    if data.train_subset:
+        splits["train"] = restrict_to_subset(splits["train"], data.train_subset)
     store = FrameStore(paths["store"])
     missing = {s: sum(r.video_id not in store for r in recs) for s, recs in splits.items()}
     transforms = {s: RecordTransform(paths["store"], proc, data.answer_format, {r.qid: i for i, r in enumerate(recs)})
