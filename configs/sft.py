@@ -5,7 +5,7 @@ Supervised fine-tuning: token-mean cross-entropy on the answer tokens (`vtg_jax.
 Args (`--config=configs/sft.py:<arg>`):
   ""          the tiny student preset on the synthetic benchmark from random init (CPU, ~12 min)
   "teacher"   the README demo's teacher (vtg_jax/assets/synthetic_teacher): the same, 1,500 steps
-  "student"   the README demo's student (vtg_jax/assets/synthetic_student): 400 steps, a weaker start
+  "student"   the README demo's student (vtg_jax/assets/synthetic_student): 800 steps, a weaker start
   "tvg_r1"    TVG-R1 cold start (App. B): Qwen2.5-VL-7B, lr 1e-6, batch 8, one epoch of your data
               (--init_from=<HF dir> --config.data.train=... --config.data.frame_store=...
                --config.data.tokenizer=<HF dir> --config.steps=<records / 8>)
@@ -23,7 +23,7 @@ def get_config(arg: str = ""):
     if arg == "teacher":
         pass  # the defaults: 1,500 steps of the tiny preset
     elif arg == "student":
-        c.steps = 400
+        c.steps = 800
         c.eval.every = 200
         c.checkpoint.every = 200
     elif arg == "tvg_r1":

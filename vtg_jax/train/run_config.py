@@ -6,7 +6,7 @@ A run config is an ml_collections ConfigDict (DESIGN rule 2): `configs/<recipe>.
 
 Sections (every recipe has all of them; an algorithm ignores what it does not use):
 
-    algorithm         sft | grpo | opd | op_rkd | op_fkd | tempsamp | eval
+    algorithm         sft | grpo | opd | op_rkd | op_fkd | tempsamp | eval | select
     model             the trained policy: `preset` (random init) or `init_from` (an HF directory or one
                       of our run workdirs, whose latest checkpoint is read)
     teacher           OPD / OP-RKD / OP-FKD teacher, same two ways (never trained, never in the state)
@@ -17,6 +17,9 @@ Sections (every recipe has all of them; an algorithm ignores what it does not us
     optim             AdamW + warmup-cosine (`train.optim.OptimConfig`)
     mesh, distributed parallel layout (`parallel.mesh`, `parallel.distributed`)
     checkpoint, eval, log
+    select            (select recipes only) model-scored data selection (`train.select`)
+
+Pipelines (`configs/pipeline.py`) chain such configs as stages (`train.pipeline`).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from typing import Any
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-ALGORITHMS = ("sft", "grpo", "opd", "op_rkd", "op_fkd", "tempsamp", "eval")
+ALGORITHMS = ("sft", "grpo", "opd", "op_rkd", "op_fkd", "tempsamp", "eval", "select")
 
 # The embedded default's models (vtg_jax/models/qwen_vl/presets.py) and data (the synthetic benchmark).
 TINY_STUDENT = "qwen2.5-vl-synthetic"
@@ -52,15 +55,16 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         cache_dir="",  # "" = <workdir>/data; share one between runs to generate/extract once
         # The CPU default: level 1 (one object appears) made learnable by a tiny model in minutes (see
-        # README "The demo"): 10-14 s videos, 1-3 s events on whole seconds (= the 2-frame groups at
+        # README "The demo"): 12-16 s videos, 1-2 s events on whole seconds (= the 2-frame groups at
         # 2 fps), one grey background and large objects, so that only the object tells the answer.
         synthetic=ml_collections.ConfigDict(dict(
             enabled=True, preset="default", level=1, seed=0, num_train=2000, num_val=200, num_test=200,
             # SyntheticConfig fields replacing the preset's (None: the preset's value)
-            min_duration=10, max_duration=14, min_span=1.0,
-            max_span=3.0, grid=1.0, size=placeholder(int),
+            min_duration=12, max_duration=16, min_span=1.0,
+            max_span=2.0, grid=1.0, size=placeholder(int),
             plain_background=True, object_scale=3.0)),
         train="", val="", test="",  # jsonl of GroundingRecord (used when synthetic.enabled is False)
+        train_subset="",  # a jsonl of records (e.g. a selection's selected.jsonl): train on those qids only
         frame_store="",  # `python -m vtg_jax.data.extract` output for those records
         tokenizer="",  # a directory with tokenizer.json; "" = the tiny tokenizer (synthetic runs only)
         min_pixels=3136, max_pixels=3136,  # extraction of the synthetic videos (56x56 for Qwen2.5)
@@ -185,4 +189,23 @@ def demo_models(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 10
     c.eval.every = 200
     c.checkpoint.every = 200
+    return c
+
+
+def selection_setting(c: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+    """The `select` section (`vtg_jax.train.select`): which records a later stage trains on.
+
+    Video-OPD §4.1 keeps 2,500 of 96,586 records (TVDF for OPD, Time-R1's Gaussian for GRPO); the paper
+    gives neither the top-k nor the TRPV threshold (App. B), so k = 4 samples and tau >= 0.5 here."""
+    from vtg_jax.train.select import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"unknown select method {method!r}: use one of {METHODS}")
+    c.select = ml_collections.ConfigDict(dict(
+        method=method, num=200, pool=0,  # pool: the first N candidates of the train split (0 = all)
+        samples=4, topk=4, temperature=1.0, batch_size=16,  # answers sampled per record; top-k by log-prob
+        trpv_threshold=0.5, dbtp="kl", strategy="topk",  # tvdf: TRPV (0 = off); kl | iou_gap | random
+        eps1=0.8, eps2=0.4,  # tvg_r1 (TVG-R1 §4.1)
+        exclude=""))  # comma-separated selected.jsonl files whose records are not candidates
+    c.eval.splits = ()
     return c
