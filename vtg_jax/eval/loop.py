@@ -14,22 +14,31 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
 
-def _batches(examples: list[tuple[int, dict]], batch_size: int):
-    """(indices, examples padded to batch_size) grouped by patch count, in order of first appearance."""
+def _batches(examples: Iterable[tuple[int, dict]], batch_size: int):
+    """(indices, examples padded to batch_size) of examples grouped by patch count, streamed: a group is
+    yielded when it has `batch_size` examples, the partly filled ones at the end (so at most one batch
+    per patch count is held, whatever the number of records)."""
     groups: dict[tuple, list[tuple[int, dict]]] = {}
+
+    def emit(chunk):
+        exs = [e for _, e in chunk] + [chunk[-1][1]] * (batch_size - len(chunk))
+        return [i for i, _ in chunk], exs
+
     for i, ex in examples:
         key = (len(ex.get("pixel_values_videos", ())), len(ex.get("video_grid_thw", ())))
-        groups.setdefault(key, []).append((i, ex))
-    for items in groups.values():
-        for k in range(0, len(items), batch_size):
-            chunk = items[k:k + batch_size]
-            exs = [e for _, e in chunk] + [chunk[-1][1]] * (batch_size - len(chunk))
-            yield [i for i, _ in chunk], exs
+        group = groups.setdefault(key, [])
+        group.append((i, ex))
+        if len(group) == batch_size:
+            yield emit(group)
+            groups[key] = []
+    for group in groups.values():
+        if group:
+            yield emit(group)
 
 
 def prompt_batches(run_data: Any, split: str, records: list, batch_size: int, counts: dict):
@@ -41,15 +50,17 @@ def prompt_batches(run_data: Any, split: str, records: list, batch_size: int, co
     from vtg_jax.train.rollout import sampler_inputs
 
     prepare = _Prepare(run_data.transforms[split], run_data.buckets)
-    examples = []
     counts.setdefault("skipped", 0)
-    for i, rec in enumerate(records):
-        ex = prepare(rec)
-        if _SKIP in ex:
-            counts["skipped"] += 1
-        else:
-            examples.append((i, ex))
-    for idx, exs in _batches(examples, batch_size):
+
+    def prepared():
+        for i, rec in enumerate(records):
+            ex = prepare(rec)
+            if _SKIP in ex:
+                counts["skipped"] += 1
+            else:
+                yield i, ex
+
+    for idx, exs in _batches(prepared(), batch_size):
         yield idx, sampler_inputs(prompt_only(collate(exs, run_data.buckets)))
 
 
