@@ -1,0 +1,300 @@
+"""The rows of docs/REPRODUCTION.md: the papers' tables and figures on the synthetic benchmark.
+
+    python bench/reproduce.py list                                  # every row and its command
+    python bench/reproduce.py run table2_tvdf --seeds=0,1,2 --root=/tmp/repro   # one row, 3 seeds
+    python bench/reproduce.py report --root=/tmp/repro              # tables + figures -> docs/
+
+Every row is ONE `python -m vtg_jax.main` command (printed by `list`), run once per seed with
+`--config.seed` (recipes) or `--config.seed` of the pipeline (which sets every stage's). All rows start
+from the shipped tiny student / teacher (vtg_jax/assets, made by the commands in its README) and share
+one synthetic dataset under <root>/data. A seed whose run finished is not rerun.
+
+`report` reads <root>/<row>/seed<k>/ (summary.json or pipeline.json, metrics.jsonl), writes the tables
+between the `<!-- rows:<table> -->` markers of docs/REPRODUCTION.md and the PNG figures in
+docs/figures/repro_*.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC = os.path.join(REPO, "docs", "REPRODUCTION.md")
+FIGURES = os.path.join(REPO, "docs", "figures")
+
+# The OPD/GRPO comparison keeps everything but the objective equal: 800 training videos, updates of 16
+# prompts, evaluation every 25 updates on the 200 val videos; GRPO, 4 samples a prompt, runs 100 updates
+# (20 minutes for 200 on one core would break the 15-minute budget of a row) and OPD 200.
+_CURVE = ["--config.eval.every=25", "--config.data.synthetic.num_train=800", "--config.batch_size=16"]
+_RL = ["--config.data.synthetic.num_train=800", "--config.steps=100", "--config.eval.every=0"]
+
+
+def _pipe(name: str, *extra: str) -> list[str]:
+    return [f"--config=configs/pipeline.py:{name}", *extra]
+
+
+# row id -> (table, label, main.py arguments without --workdir / seed / cache)
+ROWS: dict[str, tuple[str, str, list[str]]] = {
+    # Video-OPD Figure 6: OPD vs GRPO against step and wall-clock
+    "fig6_opd": ("fig6", "Video-OPD (1 rollout, teacher log-probs), 200 updates",
+                 ["--config=configs/opd.py", "--config.steps=200", "--config.checkpoint.every=200", *_CURVE]),
+    "fig6_grpo": ("fig6", "GRPO (G = 4, IoU reward), 100 updates",
+                  ["--config=configs/grpo.py", "--config.steps=100", "--config.checkpoint.every=100", *_CURVE]),
+    # Video-OPD Table 2: TRPV x DBTP, one round of selection (200 of 800) then 200 OPD updates
+    "table2_none": ("table2", "random 200 (no TRPV, no DBTP)", _pipe(
+        "video_opd", "--config.stages.select.select.trpv_threshold=0.0", "--config.stages.select.select.dbtp=random")),
+    "table2_trpv": ("table2", "TRPV only", _pipe("video_opd", "--config.stages.select.select.dbtp=random")),
+    "table2_dbtp": ("table2", "DBTP only", _pipe("video_opd", "--config.stages.select.select.trpv_threshold=0.0")),
+    "table2_tvdf": ("table2", "TRPV + DBTP (TVDF)", _pipe("video_opd")),
+    # Video-OPD Table 6 / Figure 5: three rounds of TVDF -> OPD
+    "table6_rounds": ("table6", "three rounds", _pipe("video_opd_rounds")),
+    # TempSamp-R1 Table 4: the advantage strategies, against on-policy GRPO with the same G
+    "tempsamp_grpo": ("tempsamp", "GRPO (on-policy only, G = 4)", ["--config=configs/grpo.py", *_RL]),
+    "tempsamp_mixed": ("tempsamp", "mixed-policy GRPO (3 + ground truth)",
+                       ["--config=configs/tempsamp.py", "--config.tempsamp.mode=mixed", *_RL]),
+    "tempsamp_downscale": ("tempsamp", "reward downscaling", [
+        "--config=configs/tempsamp.py", "--config.tempsamp.mode=downscale", *_RL]),
+    "tempsamp_anchor": ("tempsamp", "advantage anchoring", [
+        "--config=configs/tempsamp.py", "--config.tempsamp.mode=anchor", *_RL]),
+    "tempsamp_shaping": ("tempsamp", "non-linear shaping", [
+        "--config=configs/tempsamp.py", "--config.tempsamp.mode=shaping", *_RL]),
+    # LongVTG-R1 Table 4: KL on every token vs token-aware KL, IoU vs CenDist + IoU (the student's plain
+    # answer format, so that the rewards compare the same answers)
+    "longvtg_kl_iou": ("longvtg", "KL (beta 0.04 on all tokens), IoU", [
+        "--config=configs/longvtg.py", "--config.grpo.kl=k3", "--config.grpo.beta=0.04", "--config.reward=iou:1.0",
+        "--config.data.answer_format={start:.1f} to {end:.1f}", *_RL]),
+    "longvtg_tkl_iou": ("longvtg", "token-aware KL, IoU", [
+        "--config=configs/longvtg.py", "--config.reward=iou:1.0", "--config.data.answer_format={start:.1f} to {end:.1f}",
+        *_RL]),
+    "longvtg_kl_cendist": ("longvtg", "KL (beta 0.04 on all tokens), CenDist + IoU", [
+        "--config=configs/longvtg.py", "--config.grpo.kl=k3", "--config.grpo.beta=0.04",
+        "--config.reward=cendist_iou:1.0", "--config.data.answer_format={start:.1f} to {end:.1f}", *_RL]),
+    "longvtg_tkl_cendist": ("longvtg", "token-aware KL, CenDist + IoU (LongVTG-R1)", [
+        "--config=configs/longvtg.py", "--config.reward=cendist_iou:1.0",
+        "--config.data.answer_format={start:.1f} to {end:.1f}", *_RL]),
+}
+
+
+def command(row: str, seed: int, root: str) -> list[str]:
+    _, _, args = ROWS[row]
+    pipeline = args[0].startswith("--config=configs/pipeline.py")
+    cache = f"--config.cache_dir={root}/data" if pipeline else f"--config.data.cache_dir={root}/data"
+    log = [] if pipeline else ["--config.log.progress=False"]
+    return [sys.executable, "-m", "vtg_jax.main", *args, f"--config.seed={seed}", cache, *log,
+            f"--workdir={os.path.join(root, row, f'seed{seed}')}"]
+
+
+def _finished(workdir: str) -> bool:
+    for name in ("pipeline.json", "summary.json"):
+        path = os.path.join(workdir, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                d = json.load(f)
+            return "wall_s" in d if name == "pipeline.json" else bool(d.get("finished"))
+    return False
+
+
+def run(rows: list[str], seeds: list[int], root: str, shard: str = "0/1") -> None:
+    """Runs the (row, seed) pairs in order; with `shard` k/n only every n-th pair from the k-th (so that
+    n workers, e.g. one per core, share a list)."""
+    k, n = (int(x) for x in shard.split("/"))
+    pairs = [(row, seed) for row in rows for seed in seeds][k::n]
+    for row, seed in pairs:
+        workdir = os.path.join(root, row, f"seed{seed}")
+        if _finished(workdir):
+            print(f"{row} seed {seed}: done")
+            continue
+        cmd = command(row, seed, root)
+        print(" ".join(cmd), flush=True)
+        t0 = time.time()
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "stdout.log"), "a") as log:
+            done = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        with open(os.path.join(workdir, "command.json"), "w") as f:
+            json.dump({"command": cmd[1:], "wall_s": round(time.time() - t0, 1), "returncode": done.returncode}, f)
+        if done.returncode:  # the next rows still run; the report shows this seed as missing
+            print(f"{row} seed {seed} FAILED (exit {done.returncode}): see {workdir}/stdout.log", flush=True)
+
+
+# ----------------------------------------------------------------------------------- report
+def _load(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _final_eval(workdir: str) -> dict | None:
+    """(final eval of the last training stage, wall seconds) of a finished run."""
+    if os.path.exists(os.path.join(workdir, "pipeline.json")):
+        p = _load(os.path.join(workdir, "pipeline.json"))
+        trained = [s for s in p["stages"].values() if s.get("eval")]
+        if not trained or "wall_s" not in p:
+            return None
+        return {**trained[-1]["eval"], "wall_s": p["wall_s"], "rounds": [s["eval"] for s in trained],
+                "start": trained[0].get("eval_start") or {}, "teacher": trained[0].get("eval_teacher") or {}}
+    if os.path.exists(os.path.join(workdir, "summary.json")):
+        s = _load(os.path.join(workdir, "summary.json"))
+        if s.get("finished"):
+            return {**s["eval"], "wall_s": s["wall_s"], "start": s.get("eval_start") or {},
+                    "teacher": s.get("eval_teacher") or {}}
+    return None
+
+
+def _seed_dirs(root: str, row: str) -> list[str]:
+    d = os.path.join(root, row)
+    return sorted(os.path.join(d, x) for x in os.listdir(d) if x.startswith("seed")) if os.path.isdir(d) else []
+
+
+def _stat(values: list[float]) -> str:
+    v = np.asarray(values, float)
+    return f"{v.mean():.3f} ± {v.std():.3f}" if v.size > 1 else (f"{v[0]:.3f}" if v.size else "–")
+
+
+def table(root: str, name: str) -> str:
+    """The rows of one table (mean ± sd over seeds, each seed's mIoU) and each row's command."""
+    lines = ["| row | seeds | R@0.3 | R@0.5 | R@0.7 | mIoU | mIoU per seed | min / seed |",
+             "|---|---|---|---|---|---|---|---|"]
+    commands, start = [], None
+    for row, (tab, label, _) in ROWS.items():
+        if tab != name:
+            continue
+        evals = [e for e in (_final_eval(w) for w in _seed_dirs(root, row)) if e]
+        start = start or next((e["start"] for e in evals if e.get("start")), None)
+        cells = [_stat([e.get(f"eval/{m}", np.nan) for e in evals]) for m in ("R@0.3", "R@0.5", "R@0.7", "mIoU")]
+        per_seed = " / ".join(f"{e.get('eval/mIoU', np.nan):.3f}" for e in evals)
+        wall = _stat([e["wall_s"] / 60 for e in evals])
+        lines.append(f"| {label} | {len(evals)} | " + " | ".join(cells) + f" | {per_seed} | {wall} |")
+        main_cmd = " ".join(command(row, 0, "$ROOT")[3:]).replace("seed=0", "seed=$S").replace("seed0", "seed$S")
+        commands.append(f"python bench/reproduce.py run {row} --root=$ROOT   # = for S in 0 1 2: python -m vtg_jax.main "
+                        f"{main_cmd}")
+    if start:
+        lines.append(f"| the student before training | – | {start.get('eval/R@0.3', 0):.3f} | "
+                     f"{start.get('eval/R@0.5', 0):.3f} | {start.get('eval/R@0.7', 0):.3f} | "
+                     f"{start.get('eval/mIoU', 0):.3f} | | |")
+    return "\n".join(lines + ["", "```bash", *commands, "```"])
+
+
+def _curves(root: str, row: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
+    """Per seed: (steps, wall seconds, eval mIoU, mean seconds per update) of a recipe run."""
+    out = []
+    for w in _seed_dirs(root, row):
+        path = os.path.join(w, "metrics.jsonl")
+        if not _final_eval(w) or not os.path.exists(path):
+            continue
+        rows = [json.loads(x) for x in open(path) if x.strip()]
+        ev = [(r["step"], r.get("wall_time", 0.0), r["eval/mIoU"]) for r in rows if "eval/mIoU" in r]
+        it = [r["time/iteration_s"] for r in rows if "time/iteration_s" in r]
+        s, t, m = (np.asarray(x, float) for x in zip(*ev))
+        out.append((s, t, m, float(np.mean(it)) if it else float("nan")))
+    return out
+
+
+def figure6(root: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    cost = {}
+    for row, colour in (("fig6_opd", "tab:blue"), ("fig6_grpo", "tab:red")):
+        curves = _curves(root, row)
+        if not curves:
+            continue
+        label = ROWS[row][1]
+        for k, (s, t, m, _) in enumerate(curves):
+            a.plot(s, m, color=colour, alpha=0.35, label=label if k == 0 else None)
+            b.plot(t / 60, m, color=colour, alpha=0.35, label=label if k == 0 else None)
+        n = min(len(c[0]) for c in curves)
+        a.plot(curves[0][0][:n], np.mean([c[2][:n] for c in curves], 0), color=colour, lw=2)
+        cost[row] = float(np.mean([c[3] for c in curves]))
+    a.set(xlabel="update", ylabel="val mIoU (greedy)", title="mIoU against updates")
+    b.set(xlabel="wall-clock minutes (one CPU core, evaluations included)", title="mIoU against time")
+    a.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(FIGURES, exist_ok=True)
+    fig.savefig(os.path.join(FIGURES, "repro_fig6_opd_vs_grpo.png"), dpi=110)
+    plt.close(fig)
+    if len(cost) == 2:
+        return (f"Mean seconds per update (rollout + scoring + step, no evaluation): OPD {cost['fig6_opd']:.2f} s, "
+                f"GRPO {cost['fig6_grpo']:.2f} s: OPD costs {cost['fig6_opd'] / cost['fig6_grpo']:.0%} of a GRPO update.")
+    return "(runs missing)"
+
+
+def figure_rounds(root: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evals = [e for e in (_final_eval(w) for w in _seed_dirs(root, "table6_rounds")) if e]
+    if not evals:
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for e in evals:
+        ys = [e["start"].get("eval/mIoU", np.nan)] + [r["eval/mIoU"] for r in e["rounds"]]
+        ax.plot(range(len(ys)), ys, marker="o", alpha=0.6)
+    if evals[0]["teacher"]:
+        ax.axhline(evals[0]["teacher"]["eval/mIoU"], color="k", ls="--", label="teacher")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="round (0 = the student before OPD)", ylabel="val mIoU (greedy)", title="multi-round Video-OPD")
+    fig.tight_layout()
+    fig.savefig(os.path.join(FIGURES, "repro_table6_rounds.png"), dpi=110)
+    plt.close(fig)
+
+
+def rounds_table(root: str) -> str:
+    lines = ["| seed | before | round 1 | round 2 | round 3 | teacher |", "|---|---|---|---|---|---|"]
+    for w in _seed_dirs(root, "table6_rounds"):
+        e = _final_eval(w)
+        if e:
+            cells = [f"{r['eval/mIoU']:.3f}" for r in e["rounds"]]
+            lines.append(f"| {os.path.basename(w)} | {e['start'].get('eval/mIoU', np.nan):.3f} | " + " | ".join(cells)
+                         + f" | {e['teacher'].get('eval/mIoU', np.nan):.3f} |")
+    return "\n".join(lines)
+
+
+def report(root: str) -> None:
+    text = open(DOC).read()
+    blocks = {name: table(root, name) for name in ("fig6", "table2", "table6", "tempsamp", "longvtg")}
+    blocks["fig6_cost"] = figure6(root)
+    blocks["table6_rounds"] = rounds_table(root)
+    figure_rounds(root)
+    for name, body in blocks.items():
+        begin, end = f"<!-- rows:{name} -->", f"<!-- /rows:{name} -->"
+        if begin in text:
+            head, rest = text.split(begin, 1)
+            text = head + begin + "\n" + body + "\n" + end + rest.split(end, 1)[1]
+    with open(DOC, "w") as f:
+        f.write(text)
+    print(f"wrote {DOC} and {FIGURES}/repro_*.png")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=("list", "run", "report"))
+    ap.add_argument("rows", nargs="*", help="row ids (run); default all")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--root", default="/tmp/vtg_repro")
+    ap.add_argument("--shard", default="0/1", help="k/n: run every n-th (row, seed) pair from the k-th")
+    a = ap.parse_args()
+    rows = a.rows or list(ROWS)
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; see `python bench/reproduce.py list`")
+    if a.action == "list":
+        for r in rows:
+            print(f"{r:<22} {ROWS[r][0]:<9} {' '.join(command(r, 0, a.root)[1:])}")
+    elif a.action == "run":
+        run(rows, [int(s) for s in a.seeds.split(",")], a.root, a.shard)
+    else:
+        report(a.root)
+
+
+if __name__ == "__main__":
+    main()
