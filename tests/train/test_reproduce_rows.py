@@ -1,0 +1,67 @@
+"""bench/reproduce.py: every row's command names a config and keys that exist (a renamed config key would
+otherwise surface only in a 10-minute run), and the report reads finished runs into its tables."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+from loop_helpers import REPO, load_recipe
+
+
+def _reproduce():
+    spec = importlib.util.spec_from_file_location("reproduce", REPO / "bench" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+REPRODUCE = _reproduce()
+
+
+@pytest.mark.parametrize("row", sorted(REPRODUCE.ROWS))
+def test_row_command_overrides_existing_keys(row, tmp_path):
+    cmd = REPRODUCE.command(row, 1, str(tmp_path))
+    assert cmd[1:3] == ["-m", "vtg_jax.main"] and cmd[-1] == f"--workdir={tmp_path}/{row}/seed1"
+    file, _, arg = cmd[3].removeprefix("--config=configs/").partition(":")
+    name = file.removesuffix(".py")
+    c = load_recipe(name, arg)
+    for flag in cmd[4:-1]:
+        key, _, value = flag.removeprefix("--config.").partition("=")
+        *parents, leaf = key.split(".")
+        target = c
+        for p in parents:
+            target = target[p]
+        assert leaf in target, f"{row}: --config.{key} is not a key of configs/{name}.py"
+        with c.unlocked():  # the value parses to the field's type
+            old = target[leaf]
+            target[leaf] = type(old)(value) if not isinstance(old, (tuple, bool)) else old
+    if name == "pipeline":
+        assert c.seed == 1 and c.cache_dir == f"{tmp_path}/data"
+    else:
+        assert c.seed == 1 and c.data.cache_dir == f"{tmp_path}/data"
+
+
+def test_report_tables_from_finished_runs(tmp_path):
+    root = tmp_path / "repro"
+    for seed, miou in ((0, 0.40), (1, 0.50)):
+        d = root / "fig6_opd" / f"seed{seed}"
+        d.mkdir(parents=True)
+        json.dump({"finished": True, "wall_s": 120.0, "eval": {"eval/mIoU": miou, "eval/R@0.5": miou},
+                   "eval_start": {"eval/mIoU": 0.3}}, open(d / "summary.json", "w"))
+        with open(d / "metrics.jsonl", "w") as f:
+            for step in (0, 25, 50):
+                f.write(json.dumps({"step": step, "wall_time": step * 2.0, "eval/mIoU": miou * step / 50}) + "\n")
+                f.write(json.dumps({"step": step + 1, "time/iteration_s": 0.5}) + "\n")
+    d = root / "fig6_opd" / "seed2"  # unfinished: not counted
+    d.mkdir()
+    json.dump({"finished": False, "wall_s": 1.0, "eval": {}}, open(d / "summary.json", "w"))
+    text = REPRODUCE.table(str(root), "fig6")
+    opd_line = next(line for line in text.splitlines() if line.startswith("| Video-OPD"))
+    assert "| 2 |" in opd_line and "0.450 ± 0.050" in opd_line and "0.400 / 0.500" in opd_line
+    assert "| the student before training | – |" in text and "0.300 |" in text
+    assert "python bench/reproduce.py run fig6_grpo" in text
+    curves = REPRODUCE._curves(str(root), "fig6_opd")
+    assert len(curves) == 2 and curves[0][3] == pytest.approx(0.5)
+    assert os.path.basename(REPRODUCE.DOC) == "REPRODUCTION.md"
