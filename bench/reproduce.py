@@ -16,6 +16,7 @@ docs/figures/repro_*.png.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import subprocess
@@ -54,6 +55,15 @@ ROWS: dict[str, tuple[str, str, list[str]]] = {
     "table2_tvdf": ("table2", "TRPV + DBTP (TVDF)", _pipe("video_opd")),
     # Video-OPD Table 6 / Figure 5: three rounds of TVDF -> OPD
     "table6_rounds": ("table6", "three rounds", _pipe("video_opd_rounds")),
+    # Video-OPD Table 3: the same OPD with teachers of different sizes (the shipped teacher is the
+    # student's size trained longer; the large one is trained once by PREREQUISITES["teacher_large"])
+    "table3_teacher_same": ("table3", "teacher of the student's size (1.1M, the shipped one)",
+                            ["--config=configs/opd.py", "--config.steps=200", "--config.eval.every=0",
+                             "--config.data.synthetic.num_train=800"]),
+    "table3_teacher_large": ("table3", "teacher 3x larger (3.3M, hidden 192, 6 layers)",
+                             ["--config=configs/opd.py", "--config.steps=200", "--config.eval.every=0",
+                              "--config.data.synthetic.num_train=800",
+                              "--config.teacher.init_from=$ROOT/teacher_large"]),
     # TempSamp-R1 Table 4: the advantage strategies, against on-policy GRPO with the same G
     "tempsamp_grpo": ("tempsamp", "GRPO (on-policy only, G = 4)", ["--config=configs/grpo.py", *_RL]),
     "tempsamp_mixed": ("tempsamp", "mixed-policy GRPO (3 + ground truth)",
@@ -81,13 +91,30 @@ ROWS: dict[str, tuple[str, str, list[str]]] = {
 }
 
 
+# Checkpoints some rows need, trained once by one command into <root>/<name> (reused by every seed).
+PREREQUISITES: dict[str, list[str]] = {
+    "teacher_large": ["--config=configs/sft.py:teacher_large", "--config.seed=0"],
+}
+_NEEDS = {"table3_teacher_large": "teacher_large"}
+
+
 def command(row: str, seed: int, root: str) -> list[str]:
     _, _, args = ROWS[row]
     pipeline = args[0].startswith("--config=configs/pipeline.py")
     cache = f"--config.cache_dir={root}/data" if pipeline else f"--config.data.cache_dir={root}/data"
     log = [] if pipeline else ["--config.log.progress=False"]
+    args = [a.replace("$ROOT", root) for a in args]
     return [sys.executable, "-m", "vtg_jax.main", *args, f"--config.seed={seed}", cache, *log,
             f"--workdir={os.path.join(root, row, f'seed{seed}')}"]
+
+
+def prerequisite(row: str, root: str) -> list[str] | None:
+    """The command that trains what `row` needs into <root>/<name> (None: nothing)."""
+    name = _NEEDS.get(row)
+    if name is None:
+        return None
+    return [sys.executable, "-m", "vtg_jax.main", *PREREQUISITES[name], f"--config.data.cache_dir={root}/data",
+            "--config.log.progress=False", f"--workdir={os.path.join(root, name)}"]
 
 
 def _finished(workdir: str) -> bool:
@@ -106,6 +133,16 @@ def run(rows: list[str], seeds: list[int], root: str, shard: str = "0/1") -> Non
     k, n = (int(x) for x in shard.split("/"))
     pairs = [(row, seed) for row in rows for seed in seeds][k::n]
     for row, seed in pairs:
+        pre = prerequisite(row, root)
+        if pre is not None:
+            pre_dir = pre[-1].removeprefix("--workdir=")
+            os.makedirs(root, exist_ok=True)
+            with open(pre_dir + ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # another worker may be training it: wait, then reuse
+                if not _finished(pre_dir):
+                    print(" ".join(pre), flush=True)
+                    with open(pre_dir + ".log", "a") as log:
+                        subprocess.run(pre, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
         workdir = os.path.join(root, row, f"seed{seed}")
         if _finished(workdir):
             print(f"{row} seed {seed}: done")
@@ -261,7 +298,7 @@ def rounds_table(root: str) -> str:
 
 def report(root: str) -> None:
     text = open(DOC).read()
-    blocks = {name: table(root, name) for name in ("fig6", "table2", "table6", "tempsamp", "longvtg")}
+    blocks = {name: table(root, name) for name in ("fig6", "table2", "table6", "table3", "tempsamp", "longvtg")}
     blocks["fig6_cost"] = figure6(root)
     blocks["table6_rounds"] = rounds_table(root)
     figure_rounds(root)
