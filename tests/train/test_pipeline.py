@@ -107,6 +107,16 @@ def test_train_subset_restricts_and_keeps_completions(tmp_path):
         restrict_to_subset(train, str(sub))
 
 
+def test_sft_target_is_the_kept_completion():
+    from vtg_jax.train.data_setup import RecordTransform
+
+    transform = RecordTransform.__new__(RecordTransform)  # answer() needs no frame store
+    transform.answer_format = "{start:.1f} to {end:.1f}"
+    assert transform.answer(_rec(0)) == "2.0 to 4.0"
+    kept = GroundingRecord(**{**_rec(0).__dict__, "extra": {"completion": "<think>it</think><time>2 to 4</time>"}})
+    assert transform.answer(kept) == "<think>it</think><time>2 to 4</time>"
+
+
 def test_pipeline_refs_resolve(tmp_path):
     from vtg_jax.train.pipeline import resolve_ref
 

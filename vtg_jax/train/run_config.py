@@ -204,7 +204,9 @@ def selection_setting(c: ml_collections.ConfigDict, method: str) -> ml_collectio
     c.select = ml_collections.ConfigDict(dict(
         method=method, num=200, pool=0,  # pool: the first N candidates of the train split (0 = all)
         samples=4, topk=4, temperature=1.0, batch_size=16,  # answers sampled per record; top-k by log-prob
-        trpv_threshold=0.5, dbtp="kl", strategy="topk",  # tvdf: TRPV (0 = off); kl | iou_gap | random
+        # tvdf: TRPV (0 = off); DBTP score kl | iou_gap | random; GWDS's c = 0.9, sigma = 0.2 (App. B.4)
+        # are on the eq. 12 IoU-gap scale, so pair strategy=gwds with dbtp=iou_gap
+        trpv_threshold=0.5, dbtp="kl", strategy="topk",
         eps1=0.8, eps2=0.4,  # tvg_r1 (TVG-R1 §4.1)
         exclude=""))  # comma-separated selected.jsonl files whose records are not candidates
     c.eval.splits = ()
