@@ -51,9 +51,11 @@ def test_report_tables_from_finished_runs(tmp_path):
         json.dump({"finished": True, "wall_s": 120.0, "eval": {"eval/mIoU": miou, "eval/R@0.5": miou},
                    "eval_start": {"eval/mIoU": 0.3}}, open(d / "summary.json", "w"))
         with open(d / "metrics.jsonl", "w") as f:
-            for step in (0, 25, 50):
-                f.write(json.dumps({"step": step, "wall_time": step * 2.0, "eval/mIoU": miou * step / 50}) + "\n")
-                f.write(json.dumps({"step": step + 1, "time/iteration_s": 0.5}) + "\n")
+            for step in range(51):  # an update every 2 s, an evaluation (10 s) every 25
+                row = {"step": step, "wall_time": step * 2.0 + 10.0 * (step // 25)}
+                if step % 25 == 0:
+                    row["eval/mIoU"] = miou * step / 50
+                f.write(json.dumps(row) + "\n")
     d = root / "fig6_opd" / "seed2"  # unfinished: not counted
     d.mkdir()
     json.dump({"finished": False, "wall_s": 1.0, "eval": {}}, open(d / "summary.json", "w"))
@@ -63,5 +65,6 @@ def test_report_tables_from_finished_runs(tmp_path):
     assert "| the student before training | – |" in text and "0.300 |" in text
     assert "python bench/reproduce.py run fig6_grpo" in text
     curves = REPRODUCE._curves(str(root), "fig6_opd")
-    assert len(curves) == 2 and curves[0][3] == pytest.approx(0.5)
+    assert len(curves) == 2 and curves[0][3] == pytest.approx(2.0)  # the evaluation gaps are left out
+    assert curves[1][2].tolist() == pytest.approx([0.0, 0.25, 0.5])
     assert os.path.basename(REPRODUCE.DOC) == "REPRODUCTION.md"

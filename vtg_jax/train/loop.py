@@ -186,6 +186,9 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
             batch = next(loader)
             t0 = time.perf_counter()
             state, metrics = iterate(state, batch, step)
+            # The step is dispatched asynchronously: wait for it, so that the time covers its compute (the
+            # metrics are read on the host right after anyway).
+            state, metrics = jax.block_until_ready((state, metrics))
             metrics = {**metrics, **loader.metrics(), "time/iteration_s": time.perf_counter() - t0,
                        "data/batch_crc": float(zlib.crc32(np.asarray(batch["record_index"], np.int64).tobytes()))}
             evaluate_now = bool(config.eval.splits) and (
