@@ -21,12 +21,11 @@ each stage's kind, inputs, wall time and results (evaluations, selection stats).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 
-from vtg_jax.parallel.distributed import is_main_process
+from vtg_jax.train.loop import _load_json, _save_json
 
 TRAINING = ("sft", "grpo", "opd", "op_rkd", "op_fkd", "tempsamp")
 _DONE_FILE = {"select": "selection.json", "eval": "eval.json"}
@@ -51,16 +50,10 @@ def resolve_ref(value: str, workdir: str, stages: Any) -> str:
     return stage_dir
 
 
-def _load(path: str) -> Any:
-    with open(path) as f:
-        return json.load(f)
-
-
 def _finished(stage: Any, stage_dir: str) -> bool:
     if stage.algorithm in _DONE_FILE:
         return os.path.exists(os.path.join(stage_dir, _DONE_FILE[stage.algorithm]))
-    path = os.path.join(stage_dir, "summary.json")
-    return os.path.exists(path) and bool(_load(path).get("finished"))
+    return bool((_load_json(stage_dir, "summary.json") or {}).get("finished"))
 
 
 def _run_stage(stage: Any, stage_dir: str) -> dict:
@@ -77,11 +70,11 @@ def _run_stage(stage: Any, stage_dir: str) -> dict:
 def _results(stage: Any, stage_dir: str) -> dict:
     """What pipeline.json keeps of a finished stage."""
     if stage.algorithm == "select":
-        s = _load(os.path.join(stage_dir, "selection.json"))
+        s = _load_json(stage_dir, "selection.json")
         return {k: s[k] for k in ("method", "pool", "selected", "skipped", "mean", "pool_mean", "wall_s", "paths")}
     if stage.algorithm == "eval":
-        return _load(os.path.join(stage_dir, "eval.json"))
-    s = _load(os.path.join(stage_dir, "summary.json"))
+        return _load_json(stage_dir, "eval.json")
+    s = _load_json(stage_dir, "summary.json")
     return {k: s.get(k) for k in ("eval_start", "eval_teacher", "eval", "steps", "wall_s", "baselines")}
 
 
@@ -131,13 +124,9 @@ def run_pipeline(config: Any, workdir: str) -> dict[str, Any]:
             pending_subset = os.path.join(stage_dir, "selected.jsonl")
         elif stage.algorithm in TRAINING:
             policy, pending_subset = stage_dir, ""
-        if is_main_process():
-            with open(os.path.join(workdir, "pipeline.json"), "w") as f:
-                json.dump(report, f, indent=1)
+        _save_json(workdir, "pipeline.json", report)  # after every stage: a partial run shows its progress
     report["wall_s"] = round(time.time() - t0, 1)
-    if is_main_process():
-        with open(os.path.join(workdir, "pipeline.json"), "w") as f:
-            json.dump(report, f, indent=1)
+    _save_json(workdir, "pipeline.json", report)
     return report
 
 

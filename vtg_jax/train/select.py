@@ -236,7 +236,7 @@ def run_selection(config: Any, workdir: str) -> dict[str, Any]:
         else:
             pred = sample_predictions(teacher or policy, run_data, pool, **sample)
             selected, stats, cols, more = _select_tvg_r1(s, pred, pool)
-            extra, completions, skipped = {k: v for k, v in more["subsets"].items()}, more["best"], pred["skipped"]
+            extra, completions, skipped = more["subsets"], more["best"], pred["skipped"]
     paths = _write(workdir, pool, selected, cols, extra, completions) if is_main_process() else {}
     summary = {"method": s.method, "pool": len(pool), "excluded": n_excluded, "skipped": int(skipped),
                "selected": int(len(selected)), "stats": _jsonable(stats), "paths": paths,
