@@ -79,7 +79,11 @@ def stages_of(name: str, paper: bool = False) -> dict:
         for r in (1, 2, 3):
             out[f"r{r}_select"] = _select("tvdf", paper, exclude=",".join(chosen))
             opd = recipe("opd", "", paper)
-            out[f"r{r}_opd"] = _short(opd, 200) if tiny else opd
+            if tiny:  # 120 updates a round keeps the three rounds within a 15-minute row on one core
+                _short(opd, 120)
+            if r > 1:  # round r starts where round r-1's final evaluation left the student
+                opd.eval.at_start = False
+            out[f"r{r}_opd"] = opd
             chosen.append(f"@r{r}_select")
         return out
     if name == "grpo_time_r1":

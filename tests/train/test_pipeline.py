@@ -149,6 +149,9 @@ def test_pipeline_configs(name, scale):
         assert c.stages.grpo.data.train_subset == "@select/rl"
     if name == "video_opd_rounds":
         assert c.stages.r3_select.select.exclude == "@r1_select,@r2_select"
+        assert [c.stages[f"r{r}_opd"].eval.at_start for r in (1, 2, 3)] == [True, False, False]
+        if not scale:
+            assert c.stages.r1_opd.steps == 120  # three rounds within a 15-minute row
     if name == "tempsamp_hybrid":
         assert c.stages.cot.reward == "tempsamp_r1" and c.stages.cot.data.template == "tempsamp_r1_cot"
     with pytest.raises(ValueError, match="unknown pipeline"):

@@ -141,7 +141,8 @@ def pipeline_report(report: dict) -> str:
                              for split, v in st.items() if isinstance(v, dict) and "model" in v)
         else:
             ev, ev0 = st.get("eval") or {}, st.get("eval_start") or {}
-            what = (f"{st['steps']} steps  eval mIoU {ev0.get('eval/mIoU', float('nan')):.3f} -> "
-                    f"{ev.get('eval/mIoU', float('nan')):.3f}  R@0.5 {ev.get('eval/R@0.5', float('nan')):.3f}")
+            start = f"{ev0['eval/mIoU']:.3f} -> " if "eval/mIoU" in ev0 else ""  # none: the previous stage's end
+            what = (f"{st['steps']} steps  eval mIoU {start}{ev.get('eval/mIoU', float('nan')):.3f}  "
+                    f"R@0.5 {ev.get('eval/R@0.5', float('nan')):.3f}")
         lines.append(f"  {name:<16} {st['algorithm']:<8} {what}  ({st['stage_wall_s']} s)")
     return "\n".join(lines)
