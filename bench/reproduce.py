@@ -273,16 +273,17 @@ def figure_rounds(root: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    evals = [e for e in (_final_eval(w) for w in _seed_dirs(root, "table6_rounds")) if e]
+    evals = [(os.path.basename(w), e) for w in _seed_dirs(root, "table6_rounds") if (e := _final_eval(w))]
     if not evals:
         return
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    for e in evals:
+    for seed, e in evals:
         ys = [e["start"].get("eval/mIoU", np.nan)] + [r["eval/mIoU"] for r in e["rounds"]]
-        ax.plot(range(len(ys)), ys, marker="o", alpha=0.6)
-    if evals[0]["teacher"]:
-        ax.axhline(evals[0]["teacher"]["eval/mIoU"], color="k", ls="--", label="teacher")
-        ax.legend(fontsize=8)
+        ax.plot(range(len(ys)), ys, marker="o", alpha=0.6, label=seed)
+        ax.set_xticks(range(len(ys)))
+    if evals[0][1]["teacher"]:
+        ax.axhline(evals[0][1]["teacher"]["eval/mIoU"], color="k", ls="--", label="teacher")
+    ax.legend(fontsize=8)
     ax.set(xlabel="round (0 = the student before OPD)", ylabel="val mIoU (greedy)", title="multi-round Video-OPD")
     fig.tight_layout()
     fig.savefig(os.path.join(FIGURES, "repro_table6_rounds.png"), dpi=110)

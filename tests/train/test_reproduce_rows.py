@@ -68,3 +68,24 @@ def test_report_tables_from_finished_runs(tmp_path):
     assert len(curves) == 2 and curves[0][3] == pytest.approx(2.0)  # the evaluation gaps are left out
     assert curves[1][2].tolist() == pytest.approx([0.0, 0.25, 0.5])
     assert os.path.basename(REPRODUCE.DOC) == "REPRODUCTION.md"
+
+
+def test_rounds_table_and_figure_from_pipeline_runs(tmp_path, monkeypatch):
+    root = tmp_path / "repro"
+    for seed, ends in ((0, (0.40, 0.42, 0.44)), (1, (0.30, 0.35, 0.50))):
+        stages = {"r1_select": {"algorithm": "select"}}
+        for r, miou in enumerate(ends, 1):
+            stages[f"r{r}_opd"] = {"algorithm": "opd", "eval": {"eval/mIoU": miou}}
+        stages["r1_opd"].update(eval_start={"eval/mIoU": 0.45}, eval_teacher={"eval/mIoU": 0.77})
+        d = root / "table6_rounds" / f"seed{seed}"
+        d.mkdir(parents=True)
+        json.dump({"name": "video_opd_rounds", "wall_s": 600.0, "stages": stages}, open(d / "pipeline.json", "w"))
+    (root / "table6_rounds" / "seed2").mkdir()  # not started: left out
+    lines = REPRODUCE.rounds_table(str(root)).splitlines()
+    assert lines[2:] == ["| seed0 | 0.450 | 0.400 | 0.420 | 0.440 | 0.770 |",
+                         "| seed1 | 0.450 | 0.300 | 0.350 | 0.500 | 0.770 |"]
+    monkeypatch.setattr(REPRODUCE, "FIGURES", str(tmp_path))
+    REPRODUCE.figure_rounds(str(root))
+    assert (tmp_path / "repro_table6_rounds.png").stat().st_size > 0
+    final = REPRODUCE.table(str(root), "table6")
+    assert "0.470 ± 0.030" in next(line for line in final.splitlines() if line.startswith("| three rounds"))
