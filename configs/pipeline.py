@@ -130,6 +130,9 @@ def get_config(arg: str = "video_opd"):
     # the starting policy (--init_from): the shipped student, or yours at paper scale
     c.model = ml_collections.ConfigDict(dict(init_from="" if scale else DEMO_STUDENT))
     c.seed = -1  # >= 0: every stage's seed (a table row's seeds are runs of one command)
+    # set: the teacher of every stage that uses one (OPD-family training, selection), e.g. Table 3's
+    # larger teacher for a whole recipe; "" = each stage's own (the shipped teacher, or yours per stage)
+    c.teacher = ml_collections.ConfigDict(dict(init_from=""))
     c.cache_dir = ""  # "" = <workdir>/data; share one between pipelines to make the benchmark once
     c.order = tuple(stages)
     c.stages = ml_collections.ConfigDict(stages)

@@ -130,6 +130,22 @@ def test_pipeline_refs_resolve(tmp_path):
         resolve_ref("@nope", w, stages)
 
 
+@pytest.mark.parametrize("name", ["video_opd_rounds", "tvg_r1"])
+def test_pipeline_teacher_replaces_every_stage_teacher(tmp_path, name):
+    from vtg_jax.train.pipeline import _link
+
+    c = load_recipe("pipeline", name)
+    with c.unlocked():
+        c.teacher.init_from = "/teachers/large"
+    own = {n: st.teacher.init_from for n, st in c.stages.items()}
+    for n in c.order:
+        _link(c.stages[n], str(tmp_path), c, policy=str(tmp_path / "policy"), pending_subset="")
+    for n, st in c.stages.items():
+        uses = st.algorithm in ("opd", "select")  # the distillation and selection stages of these recipes
+        assert st.teacher.init_from == ("/teachers/large" if uses else own[n]), n
+    assert any(st.algorithm == "select" for st in c.stages.values())
+
+
 @pytest.mark.parametrize("scale", ["", ",paper"])
 @pytest.mark.parametrize("name", ["video_opd", "video_opd_rounds", "grpo_time_r1", "tvg_r1", "tempsamp_hybrid"])
 def test_pipeline_configs(name, scale):

@@ -82,8 +82,8 @@ def test_rounds_table_and_figure_from_pipeline_runs(tmp_path, monkeypatch):
         json.dump({"name": "video_opd_rounds", "wall_s": 600.0, "stages": stages}, open(d / "pipeline.json", "w"))
     (root / "table6_rounds" / "seed2").mkdir()  # not started: left out
     lines = REPRODUCE.rounds_table(str(root)).splitlines()
-    assert lines[2:] == ["| seed0 | 0.450 | 0.400 | 0.420 | 0.440 | 0.770 |",
-                         "| seed1 | 0.450 | 0.300 | 0.350 | 0.500 | 0.770 |"]
+    assert lines[2:] == ["| three rounds | seed0 | 0.450 | 0.400 | 0.420 | 0.440 | 0.770 |",
+                         "| three rounds | seed1 | 0.450 | 0.300 | 0.350 | 0.500 | 0.770 |"]
     monkeypatch.setattr(REPRODUCE, "FIGURES", str(tmp_path))
     REPRODUCE.figure_rounds(str(root))
     assert (tmp_path / "repro_table6_rounds.png").stat().st_size > 0

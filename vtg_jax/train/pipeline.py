@@ -11,7 +11,9 @@ fields left empty (a field already set is kept, so any link can be overridden on
   * `data.cache_dir` ""       -> the pipeline's `cache_dir` or `W/data`: the benchmark is made once;
   * `eval.checkpoint` ""      -> (eval stages) the current policy.
 
-The pipeline's `seed` (when >= 0) replaces every stage's seed (one command per seed of a table row).
+The pipeline's `seed` (when >= 0) replaces every stage's seed (one command per seed of a table row), and
+its `teacher.init_from` (when set) every teacher that a stage uses (distillation stages, selection), so
+that one flag swaps the teacher of a whole recipe.
 A field may also name a stage's output: "@r1_select" (its selected.jsonl), "@tvg_select/rl" (its
 rl.jsonl), "@sft" (its workdir); `select.exclude` takes a comma-separated list of those.
 
@@ -26,8 +28,10 @@ import time
 from typing import Any
 
 from vtg_jax.train.loop import _load_json, _save_json
+from vtg_jax.train.objectives import NEEDS_TEACHER
 
 TRAINING = ("sft", "grpo", "opd", "op_rkd", "op_fkd", "tempsamp")
+USES_TEACHER = NEEDS_TEACHER + ("select",)  # TVDF scores with it; TVG-R1 annotates with it when one is set
 _DONE_FILE = {"select": "selection.json", "eval": "eval.json"}
 
 
@@ -93,6 +97,8 @@ def _link(stage: Any, workdir: str, config: Any, policy: str, pending_subset: st
         if stage.algorithm == "select":
             stage.select.exclude = ",".join(resolve_ref(v.strip(), workdir, stages)
                                             for v in stage.select.exclude.split(",") if v.strip())
+        if config.teacher.init_from and stage.algorithm in USES_TEACHER:
+            stage.teacher.init_from = config.teacher.init_from
         if "teacher" in stage and stage.teacher.init_from:
             stage.teacher.init_from = resolve_ref(stage.teacher.init_from, workdir, stages)
         stage.data.cache_dir = stage.data.cache_dir or config.cache_dir or os.path.join(workdir, "data")
