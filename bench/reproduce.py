@@ -295,7 +295,8 @@ def figure_rounds(root: str) -> None:
             ax.set_xticks(range(len(ys)))
             drawn = True
         if evals and evals[0]["teacher"]:
-            ax.axhline(evals[0]["teacher"]["eval/mIoU"], color=colour, ls="--", lw=1, label="its teacher")
+            t = evals[0]["teacher"]["eval/mIoU"]
+            ax.axhline(t, color=colour, ls="--", lw=1, label=f"its teacher ({t:.3f})")
     if not drawn:
         plt.close(fig)
         return
