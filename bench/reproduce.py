@@ -100,7 +100,6 @@ ROWS: dict[str, tuple[str, str, list[str]]] = {
 PREREQUISITES: dict[str, list[str]] = {
     "teacher_large": ["--config=configs/sft.py:teacher_large", "--config.seed=0"],
 }
-_NEEDS = {row: "teacher_large" for row in ("table3_teacher_large", "fig6_opd_large", "table6_rounds_large")}
 
 
 def command(row: str, seed: int, root: str) -> list[str]:
@@ -115,7 +114,8 @@ def command(row: str, seed: int, root: str) -> list[str]:
 
 def prerequisite(row: str, root: str) -> list[str] | None:
     """The command that trains what `row` needs into <root>/<name> (None: nothing)."""
-    name = _NEEDS.get(row)
+    # a row needs the prerequisite whose output directory its arguments name
+    name = next((n for n in PREREQUISITES if any(f"$ROOT/{n}" in a for a in ROWS[row][2])), None)
     if name is None:
         return None
     return [sys.executable, "-m", "vtg_jax.main", *PREREQUISITES[name], f"--config.data.cache_dir={root}/data",
@@ -276,7 +276,7 @@ def figure6(root: str) -> str:
     return text
 
 
-ROUND_ROWS = ("table6_rounds", "table6_rounds_large")
+ROUND_ROWS = tuple(row for row, (tab, _, _) in ROWS.items() if tab == "table6")
 
 
 def figure_rounds(root: str) -> None:
