@@ -6,7 +6,9 @@ Args (`--config=configs/sft.py:<arg>`):
   ""          the tiny student preset on the synthetic benchmark from random init (CPU, ~12 min)
   "teacher"   the README demo's teacher (vtg_jax/assets/synthetic_teacher): the same, 1,500 steps
   "teacher_large"  the same on the larger tiny preset (hidden 192, 6 layers): Table 3's other teacher
-  "student"   the README demo's student (vtg_jax/assets/synthetic_student): 800 steps, a weaker start
+  "student_800"  docs/REPRODUCTION.md's student (vtg_jax/assets/synthetic_student_800): 800 steps on their
+              own cosine; it never learned to see blue, cyan or green objects (README "The demo"). The
+              demo's student is the "teacher" run's checkpoint at step 1,000 (vtg_jax/assets/README.md)
   "tvg_r1"    TVG-R1 cold start (App. B): Qwen2.5-VL-7B, lr 1e-6, batch 8, one epoch of your data
               (--init_from=<HF dir> --config.data.train=... --config.data.frame_store=...
                --config.data.tokenizer=<HF dir> --config.steps=<records / 8>)
@@ -25,7 +27,7 @@ def get_config(arg: str = ""):
         pass  # the defaults: 1,500 steps of the tiny preset
     elif arg == "teacher_large":  # the same recipe on the 3x larger preset (docs/REPRODUCTION.md, Table 3)
         c.model.preset = TINY_TEACHER
-    elif arg == "student":
+    elif arg == "student_800":
         c.steps = 800
         c.eval.every = 200
         c.checkpoint.every = 200
@@ -38,6 +40,6 @@ def get_config(arg: str = ""):
         c.data.max_pixels = 128 * 28 * 28
         c.eval.every = 0
     elif arg:
-        raise ValueError(f"unknown sft config arg {arg!r}: use '', 'teacher', 'teacher_large', 'student' or 'tvg_r1'")
+        raise ValueError(f"unknown sft config arg {arg!r}: use '', 'teacher', 'teacher_large', 'student_800' or 'tvg_r1'")
     c.lock()
     return c

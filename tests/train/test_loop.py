@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -107,6 +108,31 @@ def test_eval_recipe_reads_run_dir_and_hf_export(tmp_path, cache):
     assert got["run"]["val"]["model"] == got["hf"]["val"]["model"]
     assert got["run"]["test"]["model"]["n"] == 4 and "best_constant" in got["run"]["val"]["baselines"]
     assert os.path.isfile(tmp_path / "eval_hf" / "predictions" / "test_eval.jsonl")
+
+
+def test_eval_recipe_picks_a_checkpoint_step_and_exports_it(tmp_path, cache):
+    """`eval.checkpoint=<run>/checkpoints/<step>` loads that kept step, not the latest, and `eval.export_hf`
+    writes it as an HF directory that loads back to the same parameters; a step not kept is a clear error."""
+    from flax import nnx
+
+    from vtg_jax.train.loop import evaluate_checkpoint, train
+    from vtg_jax.train.model_setup import build_model
+
+    wd = str(tmp_path / "run")
+    train(tiny("sft", cache, steps=6, optim__lr=1e-2, checkpoint__every=3, checkpoint__keep=3), wd)
+    step3 = os.path.join(wd, "checkpoints", "3")
+    c = tiny("eval", cache, eval__checkpoint=step3, eval__splits=("val",), eval__export_hf=True)
+    out = evaluate_checkpoint(c, str(tmp_path / "eval"))
+    assert out["hf_export"] == str(tmp_path / "eval" / "hf") and out["val"]["model"]["n"] == 4
+
+    def params(path):
+        return jax.tree.leaves(nnx.state(build_model({"init_from": path}, seed=0), nnx.Param))
+
+    exported, at3, latest = params(out["hf_export"]), params(step3), params(wd)
+    assert all(np.array_equal(a, b) for a, b in zip(exported, at3))
+    assert not all(np.array_equal(a, b) for a, b in zip(at3, latest))  # 3 more updates at lr 1e-2 moved it
+    with pytest.raises(FileNotFoundError, match="no checkpoint 4: kept"):
+        build_model({"init_from": os.path.join(wd, "checkpoints", "4")}, seed=0)
 
 
 def _toy_reward_term():

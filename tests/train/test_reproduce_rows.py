@@ -24,6 +24,9 @@ REPRODUCE = _reproduce()
 def test_row_command_overrides_existing_keys(row, tmp_path):
     cmd = REPRODUCE.command(row, 1, str(tmp_path))
     assert cmd[1:3] == ["-m", "vtg_jax.main"] and cmd[-1] == f"--workdir={tmp_path}/{row}/seed1"
+    # every row starts from the student its numbers were made with (one flag), shipped in the repository
+    start = [a.partition("=")[2] for a in cmd if a.startswith("--config.model.init_from=")]
+    assert len(start) == 1 and (REPO / start[0] / "model.safetensors").exists()
     file, _, arg = cmd[3].removeprefix("--config=configs/").partition(":")
     name = file.removesuffix(".py")
     c = load_recipe(name, arg)

@@ -223,9 +223,10 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
 
 
 def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, Any]:
-    """The eval recipe: `config.eval.checkpoint` (an HF directory or one of our run workdirs) on the
-    configured splits, next to the video-blind baselines of the same records; writes
-    <workdir>/eval.json and predictions/<split>_eval.jsonl."""
+    """The eval recipe: `config.eval.checkpoint` (an HF directory, one of our run workdirs or its
+    checkpoints/<step>) on the configured splits, next to the video-blind baselines of the same records;
+    writes <workdir>/eval.json and predictions/<split>_eval.jsonl, and with `eval.export_hf` the model
+    to <workdir>/hf."""
     if not config.eval.checkpoint:
         raise ValueError("set --config.eval.checkpoint to an HF directory or a run workdir")
     os.makedirs(workdir, exist_ok=True)
@@ -239,5 +240,10 @@ def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, Any]:
             if run_data.splits.get(split):
                 m = _evaluate_split(model, run_data, config, split, workdir, f"{split}_eval", mesh)
                 results[split] = {"model": m, "baselines": _split_baselines(run_data, config, split)}
+        if config.eval.export_hf:
+            from vtg_jax.train.checkpoint import export_hf
+
+            results["hf_export"] = os.path.join(workdir, HF_EXPORT_DIR)
+            export_hf(model, results["hf_export"])
     _save_json(workdir, "eval.json", results)
     return results

@@ -5,7 +5,8 @@ A section names its model one of three ways:
   placed straight onto its sharding;
 * `init_from` = one of our run workdirs: the latest checkpoint's parameters, on the architecture that
   run trained (read from the checkpoint's saved config), or its exported `hf/` directory when the
-  run finished;
+  run finished; `<workdir>/checkpoints/<step>` picks an earlier kept step (e.g. the demo's student is
+  step 1,000 of its teacher's run);
 * `preset` (random init from `seed`) — the embedded default's tiny models.
 """
 from __future__ import annotations
@@ -49,18 +50,28 @@ def is_run_dir(path: str) -> bool:
     return os.path.isdir(os.path.join(path, CHECKPOINT_DIR))
 
 
-def _from_run_checkpoint(path: str, *, dtype: Any, mesh: Any, rules: Any) -> QwenVL:
-    """The parameters of the latest checkpoint of run `path`, on the architecture that run trained
-    (restored through the same TrainState target as a resume, then merged back into a module)."""
+def run_checkpoint_step(path: str) -> Optional[tuple[str, int]]:
+    """(run workdir, step) when `path` is `<run workdir>/checkpoints/<step>`, else None."""
+    parent, step = os.path.split(os.path.normpath(path))
+    run, name = os.path.split(parent)
+    return (run, int(step)) if step.isdigit() and name == CHECKPOINT_DIR and is_run_dir(run) else None
+
+
+def _from_run_checkpoint(path: str, *, dtype: Any, mesh: Any, rules: Any, step: Optional[int] = None) -> QwenVL:
+    """The parameters of checkpoint `step` (default: the latest) of run `path`, on the architecture that
+    run trained (restored through the same TrainState target as a resume, then merged back into a module)."""
     from vtg_jax.train.checkpoint import Checkpointer
     from vtg_jax.train.optim import make_optimizer
     from vtg_jax.train.run_config import optim_config
     from vtg_jax.train.state import init_train_state, merge_model
 
     with Checkpointer(os.path.join(path, CHECKPOINT_DIR), save_every_n_steps=1, keep_last=None) as ckpt:
-        step = ckpt.latest_step()
         if step is None:
-            raise FileNotFoundError(f"run directory {path!r} has no checkpoint yet")
+            step = ckpt.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"run directory {path!r} has no checkpoint yet")
+        elif step not in ckpt.all_steps():
+            raise FileNotFoundError(f"run directory {path!r} has no checkpoint {step}: kept {ckpt.all_steps()}")
         saved = ckpt.read_metadata(step)["config"]
         model = build_model(saved["model"], seed=int(saved.get("seed", 0)), mesh=mesh, rules=rules, dtype=dtype)
         tx, _ = make_optimizer(optim_config(saved))
@@ -99,9 +110,12 @@ def build_model(section: Any, *, seed: int, mesh: Optional[jax.sharding.Mesh] = 
     rule = _get(section, "rope_index_rule", "original")
     path = _get(section, "init_from", "")
     if path:
-        if not os.path.isdir(path):
+        run_step = run_checkpoint_step(path)  # checked first: a step not kept names the kept ones
+        if run_step is None and not os.path.isdir(path):
             raise FileNotFoundError(f"init_from {path!r} is not a directory")
-        if is_hf_dir(path):
+        if run_step is not None:
+            model = _from_run_checkpoint(run_step[0], dtype=act, mesh=mesh, rules=rules, step=run_step[1])
+        elif is_hf_dir(path):
             model = from_pretrained(path, dtype=act, mesh=mesh, rules=rules, rope_index_rule=rule,
                                     param_dtype=param, remat=remat)
         elif is_hf_dir(os.path.join(path, HF_EXPORT_DIR)) and not is_run_dir(path):
@@ -110,8 +124,8 @@ def build_model(section: Any, *, seed: int, mesh: Optional[jax.sharding.Mesh] = 
         elif is_run_dir(path):
             model = _from_run_checkpoint(path, dtype=act, mesh=mesh, rules=rules)
         else:
-            raise FileNotFoundError(f"init_from {path!r} is neither an HF directory (config.json) nor a run "
-                                    f"workdir (with {CHECKPOINT_DIR}/)")
+            raise FileNotFoundError(f"init_from {path!r} is neither an HF directory (config.json), a run "
+                                    f"workdir (with {CHECKPOINT_DIR}/) nor one of its {CHECKPOINT_DIR}/<step>")
         model.set_attention_impl(impl)
         return model
     name = _get(section, "preset", "")

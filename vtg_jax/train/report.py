@@ -54,4 +54,6 @@ def eval_table(results: dict[str, Any]) -> str:
             out.append(metrics_table([("model", r["model"], "")], r["baselines"], title=f"greedy on {split}"))
             out.append(f"parse failures: {int(r['model'].get('parse_failures', 0))}, "
                        f"skipped videos: {int(r['model'].get('skipped', 0))}")
+    if results.get("hf_export"):
+        out.append(f"model (Hugging Face format): {results['hf_export']}")
     return "\n".join(out)

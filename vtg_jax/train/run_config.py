@@ -93,7 +93,9 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
     c.checkpoint = ml_collections.ConfigDict(dict(every=100, keep=3, async_save=True, export_hf=True))
     c.eval = ml_collections.ConfigDict(dict(
         every=0, at_start=True, splits=("val",), num=200, batch_size=16, max_new_tokens=16,
-        checkpoint=""))  # eval recipe: an HF directory or one of our run workdirs
+        # eval recipe: an HF directory, one of our run workdirs or its checkpoints/<step>; export_hf writes
+        # the evaluated model to <workdir>/hf (our checkpoint -> Hugging Face format)
+        checkpoint="", export_hf=False))
     c.log = ml_collections.ConfigDict(dict(every=1, progress=True, plots=True))
     return c
 
