@@ -1,8 +1,10 @@
 """python -m vtg_jax.main --config=configs/eval.py --workdir=/tmp/vtg_eval --config.eval.checkpoint=/tmp/vtg_opd
 
-Greedy evaluation of a checkpoint (an HF directory, or one of our run workdirs: its latest checkpoint)
-on the val and test splits: R@0.3/0.5/0.7 and mIoU next to the video-blind baselines, predictions in
-<workdir>/predictions/<split>_eval.jsonl, figures in <workdir>/eval.json.
+Greedy evaluation of a checkpoint (an HF directory, one of our run workdirs: its latest checkpoint, or
+<run workdir>/checkpoints/<step>: that kept step) on the val and test splits: R@0.3/0.5/0.7 and mIoU next
+to the video-blind baselines, predictions in <workdir>/predictions/<split>_eval.jsonl, figures in
+<workdir>/eval.json; --config.eval.export_hf=True also writes the model to <workdir>/hf (Hugging Face
+format: how vtg_jax/assets/synthetic_student was made from step 1,000 of the teacher's run).
 
 Args: "" (the synthetic benchmark) | "paper" (your data: --config.data.val=... --config.data.frame_store=...
 --config.data.tokenizer=<HF dir>; the model's architecture comes from the checkpoint).
