@@ -5,10 +5,11 @@
     python bench/reproduce.py report --root=/tmp/repro              # tables + figures -> docs/
 
 Every row is ONE `python -m vtg_jax.main` command (printed by `list`), run once per seed with
-`--config.seed` (recipes) or `--config.seed` of the pipeline (which sets every stage's). All rows start
-from the 800-step student (vtg_jax/assets/synthetic_student_800; `STUDENT` below) and the shipped teacher
-(vtg_jax/assets, both made by the commands in its README) and share one synthetic dataset under
-<root>/data. A seed whose run finished is not rerun.
+`--config.seed` (recipes) or `--config.seed` of the pipeline (which sets every stage's). Rows start from
+the 800-step student (vtg_jax/assets/synthetic_student_800; `STUDENT` below) unless they name their own
+(the `_demo` rows: the README demo's student), use the shipped teacher unless they name another (vtg_jax/
+assets, all made by the commands in its README), and share one synthetic dataset under <root>/data. A
+seed whose run finished is not rerun.
 
 `report` reads <root>/<row>/seed<k>/ (summary.json or pipeline.json, metrics.jsonl), writes the tables
 between the `<!-- rows:<table> -->` markers of docs/REPRODUCTION.md and the PNG figures in
@@ -319,12 +320,12 @@ def figure6(root: str) -> str:
 def figure6_demo(root: str) -> str:
     """Figure 6 from the README demo's student."""
     cost = _curve_figure(root, (("fig6_opd_demo", "tab:blue"), ("fig6_grpo_demo", "tab:red")), "repro_fig6_demo.png",
-                         clock="2 cores shared by 4-7 processes: not a cost comparison")
+                         clock="evaluations included; how the cores were shared: see the text")
     if "fig6_opd_demo" not in cost or "fig6_grpo_demo" not in cost:
         return "(runs missing)"
-    return (f"Seconds per update (median wall-clock gap between steps without an evaluation, mean over seeds; the "
-            f"two cores shared by four to seven processes, so not a cost comparison): OPD "
-            f"{cost['fig6_opd_demo']:.2f} s, GRPO {cost['fig6_grpo_demo']:.2f} s.")
+    return (f"Seconds per update (median wall-clock gap between steps without an evaluation, mean over seeds; how "
+            f"the cores were shared: see the text): OPD {cost['fig6_opd_demo']:.2f} s, GRPO "
+            f"{cost['fig6_grpo_demo']:.2f} s.")
 
 
 ROUND_ROWS = tuple(row for row, (tab, _, _) in ROWS.items() if tab == "table6")
