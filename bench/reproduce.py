@@ -299,10 +299,11 @@ def _curve_figure(root: str, rows: tuple[tuple[str, str], ...], name: str,
     return cost
 
 
-def _cost_sentence(cost: dict[str, float], opd: str, grpo: str) -> str:
-    return (f"Seconds per update (median wall-clock gap between steps without an evaluation, mean over seeds; "
-            f"one core): OPD {cost[opd]:.2f} s, GRPO {cost[grpo]:.2f} s: an OPD update costs "
-            f"{cost[opd] / cost[grpo]:.0%} of a GRPO update.")
+def _cost_sentence(cost: dict[str, float], opd: str, grpo: str, clock: str = "one core", ratio: bool = True) -> str:
+    """The rows' seconds per update and (`ratio`: when each run had a core to itself) their ratio."""
+    text = (f"Seconds per update (median wall-clock gap between steps without an evaluation, mean over seeds; "
+            f"{clock}): OPD {cost[opd]:.2f} s, GRPO {cost[grpo]:.2f} s")
+    return text + (f": an OPD update costs {cost[opd] / cost[grpo]:.0%} of a GRPO update." if ratio else ".")
 
 
 def figure6(root: str) -> str:
@@ -323,9 +324,8 @@ def figure6_demo(root: str) -> str:
                          clock="evaluations included; how the cores were shared: see the text")
     if "fig6_opd_demo" not in cost or "fig6_grpo_demo" not in cost:
         return "(runs missing)"
-    return (f"Seconds per update (median wall-clock gap between steps without an evaluation, mean over seeds; how "
-            f"the cores were shared: see the text): OPD {cost['fig6_opd_demo']:.2f} s, GRPO "
-            f"{cost['fig6_grpo_demo']:.2f} s.")
+    return _cost_sentence(cost, "fig6_opd_demo", "fig6_grpo_demo", clock="how the cores were shared: see the text",
+                          ratio=False)
 
 
 ROUND_ROWS = tuple(row for row, (tab, _, _) in ROWS.items() if tab == "table6")
@@ -373,7 +373,7 @@ def rounds_table(root: str) -> str:
 
 def report(root: str) -> None:
     text = open(DOC).read()
-    blocks = {name: table(root, name) for name in ("fig6", "fig6_demo", "table2", "table2_demo", "table6", "table3", "tempsamp", "longvtg")}
+    blocks = {name: table(root, name) for name in dict.fromkeys(tab for tab, _, _ in ROWS.values())}
     blocks["fig6_cost"] = figure6(root)
     blocks["fig6_demo_cost"] = figure6_demo(root)
     blocks["table6_rounds"] = rounds_table(root)
