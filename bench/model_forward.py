@@ -1,13 +1,20 @@
 """Forward+backward step time: our QwenVL (jax.jit, float32, CPU) vs transformers (PyTorch, float32, CPU).
 
     /work/venv/bin/python bench/model_forward.py [--family qwen2_5_vl|qwen3_vl] [--batch 2] [--steps 3]
+                                                 [--default-malloc]
 
 Both sides run the same "medium" model (text hidden 512, 8 layers, 8 heads / 4 kv heads, vocab 8192;
 vision depth 4, hidden 256) with the same weights (HF model -> save_pretrained -> our from_pretrained),
 on the same video prompt (~1k tokens per sample), in one process. transformers uses its default
 attention ("sdpa"); torch runs with 2 threads, XLA:CPU uses its own pool over the machine's cores.
-A step = forward + backward of a token-mean cross-entropy w.r.t. all parameters. Our step includes the
-host-side `prepare_inputs` (rope index, vision metadata), which HF computes inside its forward.
+A step = forward + backward of a token-mean cross-entropy w.r.t. all parameters (ours through
+`vtg_jax.losses.token_logprobs`, the SFT step's loss; torch through `F.cross_entropy`). Our step
+includes the host-side `prepare_inputs` (rope index, vision metadata), which HF computes inside its
+forward.
+
+Host allocator: like `python -m vtg_jax.main`, the script re-executes itself with glibc's
+`glibc.malloc.hugetlb=1` tunable (transparent huge pages for malloc; `vtg_jax/host_memory.py` says
+why), so BOTH sides run with it; `--default-malloc` keeps glibc's default. The header line says which.
 
 Model FLOPs per step (stated, not measured) = 3 x forward FLOPs, forward =
     2 * (matmul params used per token) * tokens        (text: attention + MLP + lm_head over B*S tokens;
@@ -20,6 +27,13 @@ this machine's float32 matmul peak, measured here with a large jitted jnp matmul
 """
 from __future__ import annotations
 
+import sys
+
+from vtg_jax.host_memory import hugepages_active, reexec_with_hugepages
+
+if "--default-malloc" not in sys.argv:
+    reexec_with_hugepages()  # before jax / torch load; applies to both sides of the comparison
+
 import argparse
 import os
 import tempfile
@@ -31,6 +45,7 @@ import numpy as np
 import torch
 from flax import nnx
 
+from vtg_jax.losses import token_logprobs
 from vtg_jax.models.qwen_vl import config_to_hf_dict, from_pretrained, prepare_inputs
 from vtg_jax.models.qwen_vl.config import QwenVLConfig, TextConfig, VisionConfig
 from vtg_jax.models.qwen_vl.vision import prepare_vision_inputs
@@ -152,8 +167,7 @@ def jax_step_fn(model, cfg, batch):
         def loss_fn(m):
             logits = m(ids, attention_mask=mask, pixel_values_videos=pixels, position_ids=position_ids,
                        vision_inputs=vision_inputs)
-            logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-            return -jnp.mean(jnp.take_along_axis(logp, labels[..., None], axis=-1))
+            return -jnp.mean(token_logprobs(logits, labels))  # the SFT step's loss (train/sft.py)
 
         return nnx.value_and_grad(loss_fn)(model)
 
@@ -181,13 +195,16 @@ def main() -> None:
     p.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl"])
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--default-malloc", action="store_true",
+                   help="do not re-execute with glibc.malloc.hugetlb=1 (glibc's default allocator setting)")
     args = p.parse_args()
     torch.set_num_threads(2)
     cfg = medium_config(args.family)
     batch = make_batch(cfg, args.batch)
     print(f"load average {os.getloadavg()[0]:.2f}; family {args.family}; batch {args.batch} x "
           f"{batch['input_ids'].shape[1]} tokens; {batch['pixel_values_videos'].shape[0]} vision rows; "
-          f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} (2 threads, sdpa)")
+          f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} (2 threads, sdpa); "
+          f"host malloc: {'huge pages (glibc.malloc.hugetlb=1)' if hugepages_active() else 'glibc default'}")
     jax_peak, torch_peak = peak_flops()
     peak = max(jax_peak, torch_peak)
     print(f"fp32 matmul peak (2048^3): jax {jax_peak / 1e9:.1f} GFLOP/s, torch {torch_peak / 1e9:.1f} GFLOP/s")

@@ -2,6 +2,7 @@
 prefill vs G independent prefills (ours both ways). One process, same weights, float32, CPU.
 
     /work/venv/bin/python bench/sampler.py [--batch 8] [--prompt 64] [--new 64] [--samples 8] [--video-new 50]
+                                           [--default-malloc]
 
 Model ("medium", random weights): Qwen2.5-VL text hidden 512, 8 layers, 8 heads / 4 kv heads, vocab 8192;
 vision depth 4, hidden 256. Built in transformers, saved with `save_pretrained` and loaded with our
@@ -15,10 +16,20 @@ threads (and 1 thread, see --torch-threads); XLA:CPU uses its own pool over the 
     `samples` completions of `video-new` tokens: shared = generate(B=1, num_samples=G) (vision tower and
     prompt once, KV cache repeated G times); independent = generate on G copies of the prompt (B=G,
     num_samples=1): G vision-tower runs and G prompt prefills, batched.
+Host allocator: the script re-executes itself with glibc's `glibc.malloc.hugetlb=1` tunable, as
+`python -m vtg_jax.main` does (`vtg_jax/host_memory.py`), so both sides run with it; `--default-malloc`
+keeps glibc's default.
 Compile time is EXCLUDED everywhere: every configuration runs once as a warm-up before it is timed;
 timings are the best of `--repeats` runs.
 """
 from __future__ import annotations
+
+import sys
+
+from vtg_jax.host_memory import hugepages_active, reexec_with_hugepages
+
+if "--default-malloc" not in sys.argv:
+    reexec_with_hugepages()  # before jax / torch load; applies to both sides of the comparison
 
 import argparse
 import os
@@ -90,6 +101,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--video-new", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="do not re-execute with glibc.malloc.hugetlb=1 (glibc's default allocator setting)")
     ap.add_argument("--torch-threads", type=int, nargs="+", default=[2, 1],
                     help="torch thread counts to time transformers with (2 = the stated setting; 1 shows "
                          "how much OpenMP contention on a loaded 2-core machine costs it)")
@@ -101,7 +114,8 @@ def main() -> None:
         hf.save_pretrained(path)
         ours = from_pretrained(path, rope_index_rule="transformers5")
     print(f"load average (1/5/15 min) {tuple(round(x, 2) for x in os.getloadavg())}; {os.cpu_count()} cores; "
-          f"compile time excluded (each configuration warmed up once before timing)")
+          f"compile time excluded (each configuration warmed up once before timing); host malloc: "
+          f"{'huge pages (glibc.malloc.hugetlb=1)' if hugepages_active() else 'glibc default'}")
 
     # (a) decode tokens/s vs transformers generate.
     inputs = text_batch(args.batch, args.prompt, rng)

@@ -60,4 +60,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from vtg_jax.host_memory import reexec_with_hugepages
+
+    reexec_with_hugepages()  # before jax starts: huge pages for XLA:CPU's per-step buffers (see the module)
     app.run(main)

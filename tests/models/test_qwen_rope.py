@@ -8,7 +8,7 @@ import torch
 from qwen_hf_helpers import IMG, VE, VID, VS, Builder, batch, concat, hf_model
 from vtg_jax.models.qwen_vl import get_preset, get_rope_index, mrope_cos_sin, prepare_inputs
 from vtg_jax.models.qwen_vl.config import config_from_hf_dict
-from vtg_jax.models.qwen_vl.rope import mrope_axis_of_freq
+from vtg_jax.models.qwen_vl.rope import apply_rope, cos_sin_tables, mrope_axis_of_freq
 
 pytestmark = pytest.mark.parity
 
@@ -41,6 +41,26 @@ def test_cos_sin_match_hf(hf_models, family):
     cos, sin = mrope_cos_sin(pos.numpy(), cfg.head_dim, cfg.rope_theta, cfg.mrope_section, cfg.mrope_interleaved)
     assert np.abs(np.asarray(cos) - cos_ref.numpy()).max() < 1e-5
     assert np.abs(np.asarray(sin) - sin_ref.numpy()).max() < 1e-5
+
+
+def test_tables_computed_once_are_the_plain_cos_sin():
+    # On CPU the tables go through a conditional (a fusion boundary); values, dtype, jit, vmap and the
+    # gradient through a rotation must be those of the plain expression.
+    import jax
+    import jax.numpy as jnp
+
+    angles = jnp.asarray(np.random.default_rng(0).uniform(0, 900, (2, 5, 8)), jnp.float32)
+    for fn in (cos_sin_tables, jax.jit(cos_sin_tables), jax.vmap(cos_sin_tables)):
+        cos, sin = fn(angles)
+        np.testing.assert_array_equal(cos, jnp.cos(angles))
+        np.testing.assert_array_equal(sin, jnp.sin(angles))
+    cos, sin = cos_sin_tables(angles, jnp.bfloat16)
+    assert cos.dtype == sin.dtype == jnp.bfloat16
+    assert cos_sin_tables(jnp.zeros((0, 8)))[0].shape == (0, 8)
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 5, 3, 8)), jnp.float32)
+    ours = jax.jit(jax.grad(lambda x, a: jnp.sum(apply_rope(x, *cos_sin_tables(a)) ** 2)))(x, angles)
+    plain = jax.grad(lambda x, a: jnp.sum(apply_rope(x, jnp.cos(a), jnp.sin(a)) ** 2))(x, angles)
+    np.testing.assert_allclose(ours, plain, rtol=1e-6, atol=1e-6)
 
 
 def _rope_batches(family):

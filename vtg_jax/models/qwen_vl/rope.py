@@ -64,7 +64,28 @@ def mrope_cos_sin(
     # Select per frequency the axis it belongs to; where() keeps this exact.
     sel = jnp.where(axis == 0, freqs[0], jnp.where(axis == 1, freqs[1], freqs[2]))
     emb = jnp.concatenate([sel, sel], axis=-1)
-    return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
+    return cos_sin_tables(emb, dtype)
+
+
+def cos_sin_tables(angles: jax.Array, dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """cos(angles), sin(angles) cast to `dtype`, evaluated ONCE per forward on XLA:CPU.
+
+    XLA fuses elementwise producers into their consumers, so without a fusion boundary cos/sin are
+    re-evaluated for every element of every rotation that reads them: for each of the heads, twice
+    per `rotate_half`, in every layer, forward and backward. XLA:CPU's float32 cos/sin are slow
+    (about 15x numpy's), and this made the text rope's backward ~15x slower than its memory traffic.
+    `lax.optimization_barrier` does not help (XLA:CPU removes it before fusion); a conditional is a
+    fusion boundary that XLA cannot remove while its predicate is data-dependent. Both branches are
+    the same function, so the predicate only has to be opaque, never right. GPU/TPU evaluate
+    transcendentals cheaply in the fused kernels and keep the plain expression.
+    """
+    def tables(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return jnp.cos(a).astype(dtype), jnp.sin(a).astype(dtype)
+
+    if jax.default_backend() != "cpu" or angles.size == 0:
+        return tables(angles)
+    opaque = jnp.isfinite(angles.reshape(-1)[0])
+    return jax.lax.cond(opaque, tables, tables, angles)
 
 
 def rotate_half(x: jax.Array) -> jax.Array:

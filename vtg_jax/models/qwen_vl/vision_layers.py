@@ -16,6 +16,7 @@ from flax import nnx
 from vtg_jax.models.qwen_vl.attention import attention, check_impl
 from vtg_jax.models.qwen_vl.config import VisionConfig
 from vtg_jax.models.qwen_vl.linear import Linear
+from vtg_jax.models.qwen_vl.rope import cos_sin_tables
 
 Axes = tuple[str | None, ...]
 Dtype = Any
@@ -81,7 +82,7 @@ def vision_rope(pos_ids: jax.Array, head_dim: int) -> tuple[jax.Array, jax.Array
     pos = pos_ids.astype(jnp.float32)
     angles = jnp.concatenate([pos[:, 0:1] * inv_freq, pos[:, 1:2] * inv_freq], axis=-1)
     emb = jnp.concatenate([angles, angles], axis=-1)
-    return jnp.cos(emb), jnp.sin(emb)
+    return cos_sin_tables(emb)
 
 
 def _rotate_half(x: jax.Array) -> jax.Array:
