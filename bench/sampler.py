@@ -11,7 +11,9 @@ threads (and 1 thread, see --torch-threads); XLA:CPU uses its own pool over the 
 
 (a) Text prompts [batch, prompt], greedy, no EOS. decode tokens/s = batch * (new - 1) / (t(new) - t(1)):
     the difference of two end-to-end generate calls removes the prefill and the per-call overhead (host
-    preparation, HF's input checks) from both sides alike. End-to-end tokens/s is printed too.
+    preparation, HF's input checks) from both sides alike. End-to-end tokens/s is printed too. So is the
+    weight-streaming floor (`weight_floor_step`): the time to read every text weight once, which bounds
+    the tokens/s of ANY float32 decoder at this batch, and so the largest ratio to transformers possible.
 (b) One video prompt of ~1k tokens (grid 8x22x22 patches -> 968 video tokens), temperature 1,
     `samples` completions of `video-new` tokens: shared = generate(B=1, num_samples=G) (vision tower and
     prompt once, KV cache repeated G times); independent = generate on G copies of the prompt (B=G,
@@ -82,6 +84,33 @@ def repeat_prompt(p: dict[str, np.ndarray], g: int) -> dict[str, np.ndarray]:
     return out
 
 
+def weight_floor_step(model: Any, batch: int, steps: int = 64, repeats: int = 3) -> float:
+    """Seconds per decode step of the least any float32 decoder of this model must do at this batch:
+    read every text weight once per step. A jitted loop of `steps` steps of the decoder's matmuls
+    alone (one token per row: q/k/v/o, gate/up/down per layer, then the lm_head), with no attention,
+    norms, KV cache or sampling; each step depends on the last so nothing is hoisted out of the loop."""
+    import jax
+    import jax.numpy as jnp
+
+    kernels = [tuple(m.kernel[...] for m in (l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj,
+                                             l.self_attn.o_proj, l.mlp.gate_proj, l.mlp.up_proj, l.mlp.down_proj))
+               for l in model.language_model.layers]
+    head = (model.lm_head.kernel[...] if model.lm_head is not None
+            else model.language_model.embed_tokens.embedding[...].T)
+    d = head.shape[0]
+
+    def step(_, h):
+        for wq, wk, wv, wo, wg, wu, wd in kernels:
+            a = jnp.concatenate([h @ wq, h @ wk, h @ wv], axis=-1)[:, :wo.shape[0]]
+            h = h + 1e-3 * (a @ wo)
+            h = h + 1e-3 * ((jax.nn.silu(h @ wg) * (h @ wu)) @ wd)
+        return h + 1e-3 * (h @ head)[:, :d]
+
+    loop = jax.jit(lambda h: jax.lax.fori_loop(0, steps, step, h))
+    h0 = jnp.ones((batch, d), jnp.float32)
+    return best_time(lambda: jax.block_until_ready(loop(h0)), repeats)[0] / steps
+
+
 def best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     """(best wall time of `repeats` timed runs, output of the untimed warm-up run)."""
     out = fn()  # warm-up: compiles (ours) / allocator and kernel warm-up (torch); not timed
@@ -134,9 +163,12 @@ def main() -> None:
     b, n = args.batch, args.new
     (t_us_n, ours_out), (t_us_1, _) = best_time(our_gen(n), args.repeats), best_time(our_gen(1), args.repeats)
     us_dec = b * (n - 1) / (t_us_n - t_us_1)
+    floor = weight_floor_step(ours, b)
     print(f"(a) text batch {b} x prompt {args.prompt}, {n} new tokens, greedy")
     print(f"    ours (jitted)                  : {t_us_n:.3f} s end-to-end ({b * n / t_us_n:.0f} tok/s), "
-          f"decode {us_dec:.0f} tok/s")
+          f"decode {us_dec:.0f} tok/s ({b / us_dec * 1e3:.2f} ms per step)")
+    print(f"    weight-streaming floor         : {floor * 1e3:.2f} ms per step = at most {b / floor:.0f} tok/s for "
+          f"any float32 decoder here (every text weight read once per step, nothing else)")
     for threads in args.torch_threads:
         torch.set_num_threads(threads)
         (t_hf_n, hf_out), (t_hf_1, _) = best_time(hf_gen(n), args.repeats), best_time(hf_gen(1), args.repeats)
@@ -145,7 +177,7 @@ def main() -> None:
         print(f"    transformers, torch threads {threads}: {t_hf_n:.3f} s end-to-end ({b * n / t_hf_n:.0f} tok/s), "
               f"decode {hf_dec:.0f} tok/s; greedy tokens identical to ours: {agree}")
         print(f"    decode tokens/s ratio ours / transformers (torch threads {threads}) = {us_dec / hf_dec:.2f}x "
-              f"(end-to-end {t_hf_n / t_us_n:.2f}x)")
+              f"(end-to-end {t_hf_n / t_us_n:.2f}x); the floor allows at most {b / floor / hf_dec:.2f}x")
 
     # (b) shared prefix vs independent prefills at G samples per video prompt.
     g, m = args.samples, args.video_new

@@ -70,7 +70,7 @@ def reexec_with_hugepages() -> None:
     docstring); returns normally when nothing is to be done. Call it before starting threads or
     importing jax/torch: the process image is replaced."""
     env = hugepage_env(os.environ, thp_mode(), glibc_version())
-    if env is None or not getattr(sys, "orig_argv", None):
+    if env is None or not sys.executable or not getattr(sys, "orig_argv", None):
         return
     sys.stdout.flush()
     sys.stderr.flush()

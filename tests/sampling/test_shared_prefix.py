@@ -43,8 +43,10 @@ def model(tmp_path_factory):
 
 def _copied(cache: list[SharedPrefixKV], g: int) -> list[LayerKV]:
     """The reference layout: the prompt K/V repeated per sample row, then the suffix slots."""
-    return [LayerKV(jnp.concatenate([jnp.repeat(c.prefix_k, g, axis=0), c.k], axis=1),
-                    jnp.concatenate([jnp.repeat(c.prefix_v, g, axis=0), c.v], axis=1)) for c in cache]
+    def rows(prefix: jax.Array, suffix: jax.Array) -> jax.Array:  # kv-head-major -> LayerKV's token-major
+        return jnp.concatenate([jnp.repeat(prefix, g, axis=0), suffix], axis=2).transpose(0, 2, 1, 3)
+
+    return [LayerKV(rows(c.prefix_k, c.k), rows(c.prefix_v, c.v)) for c in cache]
 
 
 def _prefill(model, inputs, g):
@@ -71,8 +73,9 @@ def test_shared_prefix_decode_equals_copied_cache_decode(model, greedy):
     assert len({int(m.sum()) for m in prompts.attention_mask}) == 3  # three different left paddings
     c0 = pre["cache"][0]
     assert isinstance(c0, SharedPrefixKV)
-    assert c0.prefix_k.shape[:2] == (prompts.batch, prompts.length)  # ONE prompt copy per prompt
-    assert c0.k.shape[:2] == (prompts.batch * G, NBUF)
+    kv_heads = model.cfg.text.num_key_value_heads
+    assert c0.prefix_k.shape[:3] == (prompts.batch, kv_heads, prompts.length)  # ONE prompt copy per prompt
+    assert c0.k.shape[:3] == (prompts.batch * G, kv_heads, NBUF)
     ref_cache = _copied(pre["cache"], G)  # built before the shared cache is donated
     ref = _decode(graphdef, state, pre, ref_cache, prompts, G, greedy)
     got = _decode(graphdef, state, pre, pre["cache"], prompts, G, greedy)
@@ -118,8 +121,9 @@ def test_shared_prefix_attention_matches_concatenated(t):
     pmask[0, :4] = False  # left padding
     smask = np.ones((b * g, s), bool)
     off = 1
+    heads_major = [x.transpose(0, 2, 1, 3) for x in (pk, pv, sk, sv)]  # the SharedPrefixKV layout
     got = jax.jit(lambda *a: shared_prefix_attention(*a, scale=hd**-0.5, prefix_mask=pmask, key_mask=smask,
-                                                     q_offset=off))(q, pk, pv, sk, sv)
+                                                     q_offset=off))(q, *heads_major)
     kk = jnp.concatenate([jnp.repeat(pk, g, axis=0), sk], axis=1)
     vv = jnp.concatenate([jnp.repeat(pv, g, axis=0), sv], axis=1)
     full_mask = np.concatenate([np.repeat(pmask, g, axis=0), smask], axis=1)

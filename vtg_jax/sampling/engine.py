@@ -4,9 +4,9 @@ Three programs, each jitted once per static shape (graphdef and sizes are static
 temperature, top_p and max_new_tokens are traced, so changing them does not recompile):
 
 * `prefill`: vision tower + the whole (bucketed, left-padded) prompt, ONCE per prompt, writing the
-  post-RoPE K/V of every prompt slot into ONE prefix cache per prompt [B, P, kv, hd]; the G samples of a
+  post-RoPE K/V of every prompt slot into ONE prefix cache per prompt [B, kv, P, hd]; the G samples of a
   prompt (row b*G+g is sample g of prompt b) share it and only get their own suffix buffers
-  [B*G, N, kv, hd] (`SharedPrefixKV`, text.py), while the last-position logits, the slot mask [B*G, P+N]
+  [B*G, kv, N, hd] (`SharedPrefixKV`, text.py, kv-head-major), while the last-position logits, the slot mask [B*G, P+N]
   and the last prompt position are repeated G times. This is the shared-prefix saving of GRPO's G
   rollouts: the vision tower and the long video prompt run once, not G times, and the prompt's K/V is
   neither copied G times nor read G times per decode step (`attention.shared_prefix_attention` stacks
@@ -36,7 +36,8 @@ from vtg_jax.models.qwen_vl.model import QwenVL
 from vtg_jax.models.qwen_vl.text import LayerKV, SharedPrefixKV, logical_constraint
 from vtg_jax.sampling.processing import row_keys, sample_step
 
-KV_NAMES = ("batch", "length", "kv_heads", "head_dim")
+KV_NAMES = ("batch", "length", "kv_heads", "head_dim")  # LayerKV: token-major
+SHARED_KV_NAMES = ("batch", "kv_heads", "length", "head_dim")  # SharedPrefixKV: kv-head-major
 
 
 def _rows(x: jax.Array) -> jax.Array:
@@ -63,10 +64,14 @@ def _prefill(model: QwenVL, p: dict[str, Any], num_samples: int, cache_len: int)
     out = model.language_model(embeds, p["position_ids"], attention_mask=p["attention_mask"],
                                deepstack=deepstack, cache=prefix, cache_index=0)
     last_logits = model.logits(out["last_hidden_state"][:, -1:])[:, 0].astype(jnp.float32)
-    sshape = (b * g, cache_len - plen, tcfg.num_key_value_heads, tcfg.head_dim)
-    cache = [SharedPrefixKV(logical_constraint(kv.k, KV_NAMES), logical_constraint(kv.v, KV_NAMES),
-                            logical_constraint(jnp.zeros(sshape, model.dtype), KV_NAMES),
-                            logical_constraint(jnp.zeros(sshape, model.dtype), KV_NAMES))
+    sshape = (b * g, tcfg.num_key_value_heads, cache_len - plen, tcfg.head_dim)
+
+    def heads_major(x: jax.Array) -> jax.Array:  # [B, P, kv, hd] -> [B, kv, P, hd], once per prompt
+        return logical_constraint(x.transpose(0, 2, 1, 3), SHARED_KV_NAMES)
+
+    cache = [SharedPrefixKV(heads_major(kv.k), heads_major(kv.v),
+                            logical_constraint(jnp.zeros(sshape, model.dtype), SHARED_KV_NAMES),
+                            logical_constraint(jnp.zeros(sshape, model.dtype), SHARED_KV_NAMES))
              for kv in out["cache"]]
     # Suffix slots are "valid" from the start; causality hides them until written.
     mask = jnp.concatenate([p["attention_mask"], jnp.ones((b, cache_len - plen), jnp.int32)], axis=1)

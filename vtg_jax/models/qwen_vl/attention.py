@@ -196,16 +196,16 @@ def shared_prefix_attention(
 ) -> jax.Array:
     """Attention output [R, T, N, hd] (q's dtype) of q [R, T, N, hd] over a shared prefix + own suffix.
 
-    R = B * G rows, row b*G+g being sample g of prompt b. prefix_k / prefix_v [B, P, K, hd] are shared by
-    the G rows of a prompt; k / v [R, S, K, hd] are each row's own suffix slots. Query i sees prefix key j
+    R = B * G rows, row b*G+g being sample g of prompt b. prefix_k / prefix_v [B, K, P, hd] (kv-head-major)
+    are shared by the G rows of a prompt; k / v [R, K, S, hd] are each row's own suffix slots. Query i sees prefix key j
     iff `prefix_mask[b, j]` (no causal rule: the prefix precedes every query) and suffix key j iff
     `key_mask[r, j]` and `j <= q_offset + i`. Equal to `attention` over the concatenated [P + S] keys with
     the prefix repeated G times (to float32 rounding), but reads the prefix once per prompt instead of G
     times: the G samples' query rows (x the query heads sharing a kv head) are stacked against it.
     """
     r, t, n, hd = q.shape
-    b, nk = prefix_k.shape[0], prefix_k.shape[2]
-    s = k.shape[1]
+    b, nk = prefix_k.shape[0], prefix_k.shape[1]
+    s = k.shape[2]
     if r % b or n % nk:
         raise ValueError(f"{r} rows / {n} heads are not multiples of {b} prompts / {nk} kv heads")
     g, gq = r // b, n // nk
@@ -213,7 +213,7 @@ def shared_prefix_attention(
     # Prefix: rows (g, gq, t) of prompt b against its single prefix copy.
     qp = qs.transpose(0, 3, 1, 4, 2, 5).reshape(b, nk, g * gq * t, hd)
     pmask = None if prefix_mask is None else jnp.asarray(prefix_mask).astype(bool)[:, None, None, :]
-    m1, l1, o1 = _partial(qp, prefix_k.transpose(0, 2, 1, 3), prefix_v.transpose(0, 2, 1, 3), pmask)
+    m1, l1, o1 = _partial(qp, prefix_k, prefix_v, pmask)
 
     def to_rows(x: jax.Array) -> jax.Array:  # [B, K, G*gq*T, c] -> [R, K, gq*T, c]
         c = x.shape[-1]
@@ -224,7 +224,7 @@ def shared_prefix_attention(
     qsuf = qs.reshape(r, t, nk, gq, hd).transpose(0, 2, 3, 1, 4).reshape(r, nk, gq * t, hd)
     smask = _mask(key_mask, True, q_offset, 0, t, s)  # [R or 1, 1, T, S]
     smask = jnp.broadcast_to(smask[:, :, None], (smask.shape[0], 1, gq, t, s)).reshape(smask.shape[0], 1, gq * t, s)
-    m2, l2, o2 = _partial(qsuf, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), smask)
+    m2, l2, o2 = _partial(qsuf, k, v, smask)
     # Exact log-sum-exp merge, float32.
     m = jnp.maximum(m1, m2)
     a1, a2 = jnp.exp(m1 - m), jnp.exp(m2 - m)

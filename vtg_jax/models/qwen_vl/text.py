@@ -14,11 +14,13 @@ offset `cache_index`, attends over the whole buffer, and returns the updated cac
 of the new tokens; the causal rule is `key_slot <= cache_index + query_offset`.
 
 Shared-prefix cache (sampler decode / scoring of G samples per prompt). A layer's cache may instead be a
-`SharedPrefixKV`: ONE copy of the prompt's K/V [B, P, kv_heads, hd] shared by the G = R / B rows of each
-prompt (row b*G+g is sample g of prompt b), plus per-row suffix buffers [R, N, kv_heads, hd]. The contract
+`SharedPrefixKV`: ONE copy of the prompt's K/V [B, kv_heads, P, hd] shared by the G = R / B rows of each
+prompt (row b*G+g is sample g of prompt b), plus per-row suffix buffers [R, kv_heads, N, hd]. The contract
 is the same as for a [R, P + N] `LayerKV` holding the prefix repeated G times followed by the suffix:
 slots are numbered 0..P+N-1 (`cache_index` >= P counts from the prefix start), `attention_mask` is
-[R, P + N], and only the suffix is written; attention runs `attention.shared_prefix_attention`.
+[R, P + N], and only the suffix is written; attention runs `attention.shared_prefix_attention`. Its
+buffers are kv-head-major (unlike `LayerKV`) because that is the layout the attention matmuls read:
+token-major buffers were transposed, all of them, in every layer at every decode step.
 """
 from __future__ import annotations
 
@@ -117,8 +119,8 @@ class LayerKV:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class SharedPrefixKV:
-    """One layer's shared-prefix cache (module docstring): prefix_k / prefix_v [B, P, kv_heads, hd] shared
-    by the G rows of each prompt, k / v [B*G, N, kv_heads, hd] each row's own suffix slots."""
+    """One layer's shared-prefix cache (module docstring): prefix_k / prefix_v [B, kv_heads, P, hd] shared
+    by the G rows of each prompt, k / v [B*G, kv_heads, N, hd] each row's own suffix slots."""
 
     prefix_k: jax.Array
     prefix_v: jax.Array
@@ -128,11 +130,11 @@ class SharedPrefixKV:
 
 def _shared_prefix_step(q, k, v, kv: SharedPrefixKV, key_mask, cache_index, scale):
     """Write k / v at suffix slot `cache_index - P` and attend over the shared prefix + own suffix."""
-    b, plen = kv.prefix_k.shape[0], kv.prefix_k.shape[1]
-    start = (0, cache_index - plen, 0, 0)
+    b, plen = kv.prefix_k.shape[0], kv.prefix_k.shape[2]
+    start = (0, 0, cache_index - plen, 0)
     kv = SharedPrefixKV(kv.prefix_k, kv.prefix_v,
-                        jax.lax.dynamic_update_slice(kv.k, k.astype(kv.k.dtype), start),
-                        jax.lax.dynamic_update_slice(kv.v, v.astype(kv.v.dtype), start))
+                        jax.lax.dynamic_update_slice(kv.k, k.transpose(0, 2, 1, 3).astype(kv.k.dtype), start),
+                        jax.lax.dynamic_update_slice(kv.v, v.transpose(0, 2, 1, 3).astype(kv.v.dtype), start))
     prefix_mask = suffix_mask = None
     if key_mask is not None:
         rows = key_mask.shape[0]
