@@ -6,8 +6,8 @@ temperature, top_p and max_new_tokens are traced, so changing them does not reco
 * `prefill`: vision tower + the whole (bucketed, left-padded) prompt, ONCE per prompt, writing the
   post-RoPE K/V of every prompt slot into ONE prefix cache per prompt [B, kv, P, hd]; the G samples of a
   prompt (row b*G+g is sample g of prompt b) share it and only get their own suffix buffers
-  [B*G, kv, N, hd] (`SharedPrefixKV`, text.py, kv-head-major), while the last-position logits, the slot mask [B*G, P+N]
-  and the last prompt position are repeated G times. This is the shared-prefix saving of GRPO's G
+  [B*G, kv, N, hd] (`SharedPrefixKV`, text.py, kv-head-major), while the last-position logits, the
+  slot mask [B*G, P+N] and the last prompt position are repeated G times. This is the shared-prefix saving of GRPO's G
   rollouts: the vision tower and the long video prompt run once, not G times, and the prompt's K/V is
   neither copied G times nor read G times per decode step (`attention.shared_prefix_attention` stacks
   the G samples as extra query rows against the single prefix and merges with each row's suffix by
