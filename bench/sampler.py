@@ -30,8 +30,8 @@ import sys
 
 from vtg_jax.host_memory import hugepages_active, reexec_with_hugepages
 
-if "--default-malloc" not in sys.argv:
-    reexec_with_hugepages()  # before jax / torch load; applies to both sides of the comparison
+if __name__ == "__main__" and "--default-malloc" not in sys.argv:
+    reexec_with_hugepages()  # run as a script only; before jax / torch load; both sides get it
 
 import argparse
 import os
