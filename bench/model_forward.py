@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import sys
 
-from vtg_jax.host_memory import hugepages_active, reexec_with_hugepages
+from vtg_jax.host_memory import allocator_label, reexec_with_hugepages
 
 if __name__ == "__main__" and "--default-malloc" not in sys.argv:
     reexec_with_hugepages()  # run as a script only; before jax / torch load; both sides get it
@@ -206,7 +206,7 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f}; family {args.family}; batch {args.batch} x "
           f"{batch['input_ids'].shape[1]} tokens; {batch['pixel_values_videos'].shape[0]} vision rows; "
           f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} (2 threads, sdpa); "
-          f"host malloc: {'huge pages (glibc.malloc.hugetlb=1)' if hugepages_active() else 'glibc default'}")
+          f"host malloc: {allocator_label()}")
     jax_peak, torch_peak = peak_flops()
     peak = max(jax_peak, torch_peak)
     print(f"fp32 matmul peak (2048^3): jax {jax_peak / 1e9:.1f} GFLOP/s, torch {torch_peak / 1e9:.1f} GFLOP/s")

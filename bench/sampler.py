@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import sys
 
-from vtg_jax.host_memory import hugepages_active, reexec_with_hugepages
+from vtg_jax.host_memory import allocator_label, reexec_with_hugepages
 
 if __name__ == "__main__" and "--default-malloc" not in sys.argv:
     reexec_with_hugepages()  # run as a script only; before jax / torch load; both sides get it
@@ -144,7 +144,7 @@ def main() -> None:
         ours = from_pretrained(path, rope_index_rule="transformers5")
     print(f"load average (1/5/15 min) {tuple(round(x, 2) for x in os.getloadavg())}; {os.cpu_count()} cores; "
           f"compile time excluded (each configuration warmed up once before timing); host malloc: "
-          f"{'huge pages (glibc.malloc.hugetlb=1)' if hugepages_active() else 'glibc default'}")
+          f"{allocator_label()}")
 
     # (a) decode tokens/s vs transformers generate.
     inputs = text_batch(args.batch, args.prompt, rng)

@@ -17,6 +17,8 @@ def test_env_gets_the_tunable_only_where_it_helps():
     env = hm.hugepage_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "madvise", GLIBC)
     assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
     assert hm.hugepages_active(env)
+    assert hm.allocator_label(env) == "huge pages (glibc.malloc.hugetlb=1)"
+    assert hm.allocator_label({}) == "glibc default"
     assert hm.hugepage_env({}, "always", GLIBC) is None  # the kernel already backs malloc with huge pages
     assert hm.hugepage_env({}, "never", GLIBC) is None  # nothing can
     assert hm.hugepage_env({}, None, GLIBC) is None  # not Linux / unreadable

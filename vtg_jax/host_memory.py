@@ -65,6 +65,11 @@ def hugepages_active(environ: Mapping[str, str] = os.environ) -> bool:
     return TUNABLE in environ.get("GLIBC_TUNABLES", "").split(":")
 
 
+def allocator_label(environ: Mapping[str, str] = os.environ) -> str:
+    """What the benches print about the host allocator this process runs with."""
+    return f"huge pages ({TUNABLE})" if hugepages_active(environ) else "glibc default"
+
+
 def reexec_with_hugepages() -> None:
     """Re-execute this process with `glibc.malloc.hugetlb=1` when that helps (see the module
     docstring); returns normally when nothing is to be done. Call it before starting threads or

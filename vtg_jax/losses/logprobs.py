@@ -64,10 +64,14 @@ def map_sequence_chunks(fn: Callable[..., Any], arrays: Sequence[Array], chunk_s
     return out
 
 
+def _scaled(logits: Array, temperature: float | Array) -> Array:
+    """logits / temperature in float32."""
+    return to_float(logits) / jnp.asarray(temperature, jnp.float32)
+
+
 def _scaled_log_softmax(logits: Array, temperature: float | Array) -> Array:
     """log softmax(logits / temperature) in float32."""
-    z = to_float(logits) / jnp.asarray(temperature, jnp.float32)
-    return jax.nn.log_softmax(z, axis=-1)
+    return jax.nn.log_softmax(_scaled(logits, temperature), axis=-1)
 
 
 @jax.custom_vjp
@@ -145,8 +149,7 @@ def token_logprobs(
     _check_temperature(temperature)
 
     def per_chunk(lg: Array, tok: Array) -> Array:
-        z = to_float(lg) / jnp.asarray(temperature, jnp.float32)
-        return _selected_log_softmax(z, tok.astype(jnp.int32))
+        return _selected_log_softmax(_scaled(lg, temperature), tok.astype(jnp.int32))
 
     return map_sequence_chunks(per_chunk, (logits, tokens), chunk_size)
 
