@@ -39,6 +39,9 @@ setup(
             "safetensors",
             "tokenizers",
             "scipy",  # chi-square test of the sampler
+            # The reference of frame sampling (tests/data/test_qwen_vl_utils_parity.py); brings PyAV, which
+            # writes the variable-frame-rate test video.
+            "qwen-vl-utils==0.0.14",
         ],
     },
 )

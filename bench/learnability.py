@@ -80,7 +80,8 @@ def build_data(workdir: str, num_train: int, num_val: int, seed: int = 0, preset
     if not os.path.exists(paths["val"]):
         generate(syn, num_train=num_train, num_val=num_val, num_test=0, level=1, seed=seed, preset=preset)
     min_pixels = {"qwen2_5_vl": 3136, "qwen3_vl": 4096}[family]
-    stats = extract(paths["videos"], store, family=family, min_pixels=min_pixels, workers=1, progress=False)
+    stats = extract(paths["videos"], store, family=family, sampling="transformers", min_pixels=min_pixels, workers=1,
+                    progress=False)
     if stats["errors"]:
         raise RuntimeError(f"extraction errors: {stats}")
     return paths

@@ -7,18 +7,21 @@ to the video-blind baselines, predictions in <workdir>/predictions/<split>_eval.
 format: how vtg_jax/assets/synthetic_student was made from step 1,000 of the teacher's run).
 
 Args: "" (the synthetic benchmark) | "paper" (your data: --config.data.val=... --config.data.frame_store=...
---config.data.tokenizer=<HF dir>; the model's architecture comes from the checkpoint).
+--config.data.tokenizer=<HF dir>; the model's architecture comes from the checkpoint; frames as qwen-vl-utils
+samples them at 2 fps, <= 768 frames) | "timelens" (the same with TimeLens' <= 448 frames).
 """
-from vtg_jax.train.run_config import base_config, paper_scale
+from vtg_jax.train.run_config import TIMELENS_MAX_FRAMES, base_config, paper_scale
 
 
 def get_config(arg: str = ""):
     c = base_config("eval")
     c.eval.splits = ("val", "test")
     c.eval.num = 0
-    if arg == "paper":
+    if arg in ("paper", "timelens"):
         paper_scale(c, preset="")
     elif arg:
-        raise ValueError(f"unknown eval config arg {arg!r}: use '' or 'paper'")
+        raise ValueError(f"unknown eval config arg {arg!r}: use '', 'paper' or 'timelens'")
+    if arg == "timelens":
+        c.data.max_frames = TIMELENS_MAX_FRAMES
     c.lock()
     return c

@@ -6,11 +6,14 @@ optional KL to the frozen initial policy.
 Args (`--config=configs/grpo.py:<arg>`):
   ""          tiny CPU preset on the synthetic benchmark, IoU reward, G = 4, no KL from the shipped
               demo student, vtg_jax/assets/synthetic_student)
-  "video_opd" Video-OPD's GRPO baseline (§4.1, App. D.1): Qwen3-VL-8B, lr 1e-6, batch 32, 8 rollouts, IoU
+  "video_opd" Video-OPD's GRPO baseline (§4.1, App. D.1): Qwen3-VL-8B, lr 1e-6, batch 32, 8 rollouts, IoU,
+              2 fps, <= 768 frames, <= 8,192 video tokens
   "tvg_r1"    TVG-R1 (§4.1): Qwen2.5-VL-7B, beta 0, reward 0.9 tIoU + 0.1 format, 64 frames, 600 steps
-  "time_r1"   Time-R1-style: Qwen2.5-VL-7B, tIoU + <think>/<answer> format reward, k3 KL beta 0.04
+  "time_r1"   Time-R1-style: Qwen2.5-VL-7B, tIoU + <think>/<answer> format reward, k3 KL beta 0.04, 2 fps,
+              total_pixels 3584*28*28
 """
-from vtg_jax.train.run_config import base_config, paper_scale, tiny_rl
+from vtg_jax.train.run_config import (TIME_R1_TOTAL_PIXELS, VIDEO_OPD_TOTAL_PIXELS, base_config, paper_scale,
+                                      tiny_rl, tvg_r1_sampling)
 
 
 def get_config(arg: str = ""):
@@ -19,12 +22,12 @@ def get_config(arg: str = ""):
     if arg == "video_opd":
         paper_scale(c, preset="qwen3-vl-8b")
         c.data.template = "video_opd"
+        c.data.total_pixels = VIDEO_OPD_TOTAL_PIXELS
     elif arg == "tvg_r1":
         paper_scale(c, preset="qwen2.5-vl-7b")
         c.reward = "tvg_r1"
         c.data.template = "tvg_r1"
-        c.data.max_frames = 64
-        c.data.max_pixels = 128 * 28 * 28
+        tvg_r1_sampling(c)
         c.rollout.max_new_tokens = 2048  # TVG-R1 §4.1: maximum response length
         c.steps = 600
     elif arg == "time_r1":
@@ -33,6 +36,7 @@ def get_config(arg: str = ""):
         c.data.template = "tempsamp_r1_cot"
         c.grpo.kl = "k3"
         c.grpo.beta = 0.04
+        c.data.total_pixels = TIME_R1_TOTAL_PIXELS  # and 2 fps (paper_scale)
     elif arg:
         raise ValueError(f"unknown grpo config arg {arg!r}: use '', 'video_opd', 'tvg_r1' or 'time_r1'")
     if arg:

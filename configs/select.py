@@ -15,7 +15,8 @@ papers' scale: 2,500 records (Video-OPD §4.1) scored by Qwen3-VL-8B / -32B (tvd
 annotated by your teacher checkpoint with the TVG-R1 prompt (tvg_r1; TVG-R1 used Gemini-2.5-Pro), on
 your data (--init_from, --config.teacher.init_from, --config.data.train, .frame_store, .tokenizer).
 """
-from vtg_jax.train.run_config import base_config, demo_models, paper_scale, selection_setting
+from vtg_jax.train.run_config import (VIDEO_OPD_TOTAL_PIXELS, base_config, demo_models, paper_scale,
+                                      selection_setting, tvg_r1_sampling)
 
 
 def get_config(arg: str = ""):
@@ -27,9 +28,11 @@ def get_config(arg: str = ""):
         if method == "tvg_r1":
             paper_scale(c, preset="qwen2.5-vl-7b", teacher="qwen2.5-vl-7b")
             c.data.template = "tvg_r1"
+            tvg_r1_sampling(c)
         else:
             paper_scale(c, preset="qwen3-vl-8b", teacher="qwen3-vl-32b")
             c.data.template = "video_opd"
+            c.data.total_pixels = VIDEO_OPD_TOTAL_PIXELS
     else:
         demo_models(c)
     selection_setting(c, method)

@@ -13,7 +13,7 @@ Args (`--config=configs/sft.py:<arg>`):
               (--init_from=<HF dir> --config.data.train=... --config.data.frame_store=...
                --config.data.tokenizer=<HF dir> --config.steps=<records / 8>)
 """
-from vtg_jax.train.run_config import TINY_TEACHER, base_config, paper_scale
+from vtg_jax.train.run_config import TINY_TEACHER, base_config, paper_scale, tvg_r1_sampling
 
 
 def get_config(arg: str = ""):
@@ -36,8 +36,7 @@ def get_config(arg: str = ""):
         c.batch_size = 8
         c.data.template = "tvg_r1"
         c.data.answer_format = "<think></think><time>{start:.2f} to {end:.2f}</time>"
-        c.data.max_frames = 64  # TVG-R1 §4.1: 64 frames of 128x28x28 pixels
-        c.data.max_pixels = 128 * 28 * 28
+        tvg_r1_sampling(c)  # TVG-R1 §4.1: 64 frames of 128x28x28 pixels
         c.eval.every = 0
     elif arg:
         raise ValueError(f"unknown sft config arg {arg!r}: use '', 'teacher', 'teacher_large', 'student_800' or 'tvg_r1'")

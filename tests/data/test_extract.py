@@ -133,7 +133,8 @@ def test_extract_frame_counts_timestamps_and_pixels(video_dir, tmp_path, family,
     import decord
 
     out = str(tmp_path / "store")
-    stats = E.extract(str(video_dir / "list.txt"), out, family=family, min_pixels=min_pixels, progress=False)
+    stats = E.extract(str(video_dir / "list.txt"), out, family=family, sampling="transformers", min_pixels=min_pixels,
+                      progress=False)
     assert stats == {"total": 9, "done": 4, "skipped": 0, "errors": 5}
     errors = [json.loads(ln) for ln in open(os.path.join(out, "errors.jsonl"))]
     assert {e["video_id"] for e in errors} == BAD and all(e["reason"] for e in errors)
@@ -184,7 +185,7 @@ def test_parallel_run_errors_and_resume(video_dir, tmp_path):
 
 def test_frame_store_subsets_pickle_and_partial_manifest(video_dir, tmp_path):
     out = str(tmp_path / "store")
-    E.extract(str(video_dir), out, family="qwen3_vl", min_pixels=4096, progress=False)
+    E.extract(str(video_dir), out, family="qwen3_vl", sampling="transformers", min_pixels=4096, progress=False)
     store = FrameStore(out)
     frames, stamps = store.read("three")
     sub, sub_ts = store.read("three", [2, 0])

@@ -341,3 +341,27 @@ def test_processor_to_model_parity(toks, tmp_path, family, interleave):
     got = np.asarray(ours(**batch, position_ids=out["position_ids"][:, None]))
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parity
+def test_second_per_grid_ts_uses_the_sampled_fps_like_the_hf_processor(toks):
+    """With qwen-vl-utils' metadata the HF processor takes the fps actually sampled, n / frames · fps
+    (`VideoMetadata.sampled_fps`): 4 of 150 frames at 30 fps = 0.8 fps, so Qwen2.5's
+    second_per_grid_ts is 2 / 0.8 = 2.5 s, which positions every video token in time."""
+    from transformers.video_utils import VideoMetadata
+
+    family = "qwen2_5_vl"
+    cfg, tok = get_preset(FAMILIES[family]), toks[family]
+    proc = QwenVLProcessor(cfg, tok, template="video_opd", fps=2.0)
+    frames = _frames(family, 4)
+    grid = patchify(frames, cfg)[1]
+    meta = [VideoMetadata(total_num_frames=150, fps=30.0, frames_indices=[0, 50, 99, 149])]
+    hf = _hf_processor(family, tok, grid, meta)(text=[proc.render("q")], videos=[np.zeros((4, 8, 8, 3), np.uint8)])
+    ours = proc(frames, np.asarray([0, 50, 99, 149]) / 30.0, "q", sample_fps=0.8)
+    np.testing.assert_allclose(ours["second_per_grid_ts"], hf["second_per_grid_ts"], rtol=1e-6)
+    np.testing.assert_allclose(ours["second_per_grid_ts"], 2.5, rtol=1e-6)
+    nominal = proc(frames, np.asarray([0, 50, 99, 149]) / 30.0, "q")
+    np.testing.assert_allclose(nominal["second_per_grid_ts"], 1.0)
+    assert not np.array_equal(ours["position_ids"], nominal["position_ids"])  # absolute-time ids move
+    with pytest.raises(ValueError, match="sample_fps"):
+        proc(frames, np.arange(4.0), "q", sample_fps=0.0)

@@ -230,8 +230,8 @@ def test_corrupt_and_missing_videos_train_to_end(tmp_path, cache):
     for r in train_recs:
         os.symlink(os.path.join(src, "videos", r.video_id + ".mp4"), videos / (r.video_id + ".mp4"))
     (videos / "corrupt.mp4").write_bytes(os.urandom(4096))
-    stats = extract(str(videos), str(tmp_path / "store"), family="qwen2_5_vl", min_pixels=3136, max_pixels=3136,
-                    progress=False)
+    stats = extract(str(videos), str(tmp_path / "store"), family="qwen2_5_vl", sampling="transformers",
+                    min_pixels=3136, max_pixels=3136, progress=False)
     assert stats["errors"] == 1
     bad = [GroundingRecord(video_id=v, duration=14.0, query="a red circle appears", spans=((2.0, 3.0),),
                            qid=f"bad_{v}", source="test") for v in ("corrupt", "missing")]

@@ -1,12 +1,19 @@
-"""Decode videos at a target fps, resize with a Qwen family's smart-resize rule, store uint8 frames.
+"""Decode videos, pick and size their frames as the model's reference pipeline does, store uint8 frames.
 
-  python -m vtg_jax.data.extract --videos DIR|GLOB|LIST.txt --out STORE --family qwen2_5_vl --fps 2 \
-      [--workers 4] [--min_pixels 3136 --max_pixels 602112]
+  python -m vtg_jax.data.extract --videos DIR|GLOB|LIST.txt --out STORE --family qwen2_5_vl \
+      [--sampling qwen_vl_utils|transformers] [--fps 2 | --nframes 64] [--min_frames 4 --max_frames 768] \
+      [--min_pixels N --max_pixels N --total_pixels N] [--workers 4]
+  python -m vtg_jax.data.extract --records train.json --dataset time_r1 --video_dir VIDEOS --out STORE ...
 
-Frames are sampled and sized exactly as the HF video processor would (vtg_jax/data/video.py) so the
-model sees the same frames whether it reads the store or runs the processor; for the tiny 56/64 px
-synthetic videos pass a small --min_pixels (3136 for Qwen2.5 keeps 56², 4096 for Qwen3 keeps 64²),
-since the HF defaults upscale them to 336² / 192². The store layout is documented in frame_store.py.
+Frames are picked and sized by `frame_sampling.py`: by default exactly as `qwen-vl-utils`'
+`fetch_video` (what the Qwen model cards and the TVG code bases run), or with `--sampling
+transformers` as the HF video processors would, so the model sees the same frames whether it reads
+the store or runs the reference pipeline. `--records` extracts the videos a records file needs; a
+record with a clip window (Time-R1's `video_start` / `video_end`) gets only that window's frames, under
+its own id. For the tiny 56/64 px synthetic videos pass a small --min_pixels (3136 for Qwen2.5 keeps
+56², 4096 for Qwen3 keeps 64²), since the defaults upscale them. store.json records the rule and its
+values; extracting into a store made with other settings is refused. The store layout is documented
+in frame_store.py.
 
 The run is meant to survive bad data: a missing, empty, corrupt or too-short video is written to
 errors.jsonl with the reason and the run goes on; a decoder crash in a worker process is retried in
@@ -24,10 +31,11 @@ import os
 import re
 import time
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
+from vtg_jax.data.frame_sampling import RULES, SamplingConfig, plan_frames
 from vtg_jax.data.frame_store import ERRORS, MANIFEST, STORE_INFO, array_spec, read_manifest
-from vtg_jax.data.video import family_spec, resize_frames, sample_indices, target_size
+from vtg_jax.data.video import family_spec, resize_frames
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
 
@@ -63,9 +71,10 @@ def array_key(video_id: str) -> str:
     return key if key == video_id else f"{key}-{hashlib.sha1(video_id.encode()).hexdigest()[:10]}"
 
 
-def extract_one(video_id: str, path: str, out: str, family: str, fps: float, min_pixels: int,
-                max_pixels: int, min_frames: int, max_frames: int) -> dict[str, Any]:
-    """Decodes, samples, resizes and writes one video; returns its manifest entry. Raises on bad input."""
+def extract_one(video_id: str, path: str, out: str, family: str, sampling: SamplingConfig,
+                window: Optional[tuple[float, float]] = None) -> dict[str, Any]:
+    """Decodes, samples, resizes and writes one video (or its `window` in seconds); returns its
+    manifest entry. Raises on bad input."""
     import decord
     import numpy as np
     import tensorstore as ts
@@ -78,12 +87,14 @@ def extract_one(video_id: str, path: str, out: str, family: str, fps: float, min
     total, src_fps = len(vr), float(vr.get_avg_fps())
     if total <= 0:
         raise VideoError("zero-length video (no frames)")
-    idx = sample_indices(family, total, src_fps, fps, min_frames, max_frames)
+    pts = np.asarray(vr.get_frame_timestamp(list(range(total))), np.float64)[:, 0]
+    h0, w0 = (int(x) for x in vr[0].shape[:2])
+    plan = plan_frames(sampling, family, total, src_fps, h0, w0, pts=pts, window=window)
+    idx = plan.indices
     frames = vr.get_batch(idx.tolist()).asnumpy()
     if frames.ndim != 4 or frames.shape[0] != len(idx) or frames.shape[-1] != 3:
         raise VideoError(f"decoder returned frames of shape {frames.shape} for {len(idx)} indices")
-    h0, w0 = int(frames.shape[1]), int(frames.shape[2])
-    h, w = target_size(family, len(idx), h0, w0, min_pixels, max_pixels)
+    h, w = plan.size
     frames = resize_frames(np.ascontiguousarray(frames, np.uint8), h, w)
     key = array_key(video_id)
     t = len(idx)
@@ -96,10 +107,14 @@ def extract_one(video_id: str, path: str, out: str, family: str, fps: float, min
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [t, h, w, 3]}},
         "attributes": {"video_id": video_id, "family": family}})
     ts.open(spec).result().write(frames).result()
+    video_seconds = float(pts[-1] - pts[0]) + 1.0 / src_fps if plan.variable_frame_rate else total / src_fps
     return {
-        "video_id": video_id, "key": key, "path": path, "family": family, "fps": fps,
-        "source_fps": src_fps, "num_source_frames": total, "duration": total / src_fps,
-        "frame_indices": idx.tolist(), "timestamps": (idx / src_fps).tolist(), "shape": [t, h, w, 3],
+        "video_id": video_id, "key": key, "path": path, "family": family, "sampling": sampling.rule,
+        "fps": sampling.fps, "sample_fps": plan.sample_fps, "source_fps": src_fps, "num_source_frames": total,
+        "variable_frame_rate": plan.variable_frame_rate,
+        "duration": video_seconds if window is None else min(window[1], video_seconds) - window[0],
+        "clip": None if window is None else [float(window[0]), float(window[1])],
+        "frame_indices": idx.tolist(), "timestamps": plan.timestamps.tolist(), "shape": [t, h, w, 3],
         "source_shape": [h0, w0],
     }
 
@@ -158,23 +173,49 @@ def _run_parallel(tasks: list[tuple], workers: int, start_method: str, done: Cal
                 done(task, ("error", "worker process crashed while decoding"))
 
 
-def extract(videos: str | Sequence[str], out: str, *, family: str, fps: float = 2.0,
-            min_pixels: int | None = None, max_pixels: int | None = None, min_frames: int = 4,
-            max_frames: int = 768, workers: int = 0, start_method: str = "spawn",
-            progress: bool = True) -> dict[str, int]:
+def videos_from_records(records: Sequence[Any], video_dir: str) -> list[tuple[str, str, Optional[tuple]]]:
+    """(video_id, path, window) of each distinct frame-store entry the records need.
+
+    A record with a `clip` names its source video in `extra["source_video"]` (and maybe its file in
+    `extra["video_path"]`) and is extracted as the window only, under its own `video_id`; any other
+    record's video is the file `<video_dir>/<video_id>.<ext>` (or its `extra["video_path"]`).
+    """
+    by_stem: dict[str, str] = {vid: path for vid, path in list_videos(video_dir)} if os.path.isdir(video_dir) else {}
+    out: dict[str, tuple[str, str, Optional[tuple]]] = {}
+    for rec in records:
+        if rec.video_id in out:
+            continue
+        stem = str(rec.extra.get("source_video") or rec.video_id) if rec.clip else rec.video_id
+        given = rec.extra.get("video_path")
+        candidates = [os.path.join(video_dir, str(given)), str(given)] if given else []
+        path = next((c for c in candidates if os.path.isfile(c)), by_stem.get(stem, os.path.join(video_dir, stem)))
+        out[rec.video_id] = (rec.video_id, os.path.abspath(path), None if rec.clip is None else tuple(rec.clip))
+    return list(out.values())
+
+
+def extract(videos: str | Sequence[Any], out: str, *, family: str, sampling: str = "qwen_vl_utils",
+            fps: float = 2.0, nframes: int = 0, min_pixels: int | None = None, max_pixels: int | None = None,
+            total_pixels: float | None = None, min_frames: int = 4, max_frames: int = 768,
+            workers: int = 0, start_method: str = "spawn", progress: bool = True) -> dict[str, int]:
     """Extracts every video into the store at `out`; returns counts {total, done, skipped, errors}.
 
+    `videos`: what `list_videos` takes, or (video_id, path, window) triples (`videos_from_records`).
+    The sampling knobs are those of `frame_sampling.SamplingConfig` (None: the rule's default).
     workers=0 runs in this process (a decoder crash then ends the run); workers>0 uses a process pool.
     """
-    spec = family_spec(family)
-    min_pixels = spec.min_pixels if min_pixels is None else int(min_pixels)
-    max_pixels = spec.max_pixels if max_pixels is None else int(max_pixels)
+    family_spec(family)
+    cfg = SamplingConfig(rule=sampling, fps=float(fps), nframes=int(nframes or 0), min_frames=int(min_frames),
+                         max_frames=int(max_frames),
+                         min_pixels=None if min_pixels is None else int(min_pixels),
+                         max_pixels=None if max_pixels is None else int(max_pixels),
+                         total_pixels=None if total_pixels is None else float(total_pixels))
     os.makedirs(out, exist_ok=True)
-    _check_store(out, {"format": "vtg_jax.frame_store/1", "family": family, "fps": float(fps),
-                       "min_pixels": min_pixels, "max_pixels": max_pixels,
-                       "min_frames": int(min_frames), "max_frames": int(max_frames)})
+    _check_store(out, {"format": "vtg_jax.frame_store/2", "family": family, **cfg.describe()})
     finished, _ = read_manifest(os.path.join(out, MANIFEST))
-    items = list_videos(videos)
+    if isinstance(videos, str) or (videos and isinstance(videos[0], str)):
+        items = [(vid, path, None) for vid, path in list_videos(videos)]
+    else:
+        items = [tuple(v) for v in videos]
     stats = {"total": len(items), "done": 0, "skipped": 0, "errors": 0}
     todo, seen = [], {}
     errors_f = open(os.path.join(out, ERRORS), "a")
@@ -186,13 +227,13 @@ def extract(videos: str | Sequence[str], out: str, *, family: str, fps: float = 
         errors_f.flush()
         stats["errors"] += 1
 
-    for vid, path in items:
+    for vid, path, window in items:
         if vid in seen:
             record_error(vid, path, f"duplicate video id (also {seen[vid]})")
         elif vid in finished:
             stats["skipped"] += 1
         else:
-            todo.append((vid, path, out, family, float(fps), min_pixels, max_pixels, min_frames, max_frames))
+            todo.append((vid, path, out, family, cfg, window))
         seen.setdefault(vid, path)
     bar = None
     if progress and todo:
@@ -229,10 +270,23 @@ def extract(videos: str | Sequence[str], out: str, *, family: str, fps: float = 
 def main(argv: Sequence[str]) -> None:
     from absl import flags
 
+    from absl import app
+
     f = flags.FLAGS
-    stats = extract(f.videos, f.out, family=f.family, fps=f.fps, min_pixels=f.min_pixels,
-                    max_pixels=f.max_pixels, min_frames=f.min_frames, max_frames=f.max_frames,
-                    workers=f.workers, start_method=f.start_method)
+    if bool(f.videos) == bool(f.records):
+        raise app.UsageError("give exactly one of --videos and --records")
+    videos: Any = f.videos
+    if f.records:
+        from vtg_jax.data.adapters.generic import load_records_jsonl
+        from vtg_jax.data.datasets import load_dataset
+
+        records, load_stats = (load_dataset(f.dataset, f.records) if f.dataset else load_records_jsonl(f.records))
+        print(json.dumps({"records": load_stats.as_dict()}))
+        videos = videos_from_records(records, f.video_dir or os.path.dirname(os.path.abspath(f.records)))
+    stats = extract(videos, f.out, family=f.family, sampling=f.sampling, fps=f.fps, nframes=f.nframes,
+                    min_pixels=f.min_pixels, max_pixels=f.max_pixels, total_pixels=f.total_pixels,
+                    min_frames=f.min_frames, max_frames=f.max_frames, workers=f.workers,
+                    start_method=f.start_method)
     print(json.dumps(stats))
 
 
@@ -240,12 +294,21 @@ def _define_flags() -> None:
     """Flags exist only when run as a command, so importing this module registers none."""
     from absl import flags
 
-    flags.DEFINE_string("videos", None, "directory, glob or .txt list of video paths", required=True)
+    flags.DEFINE_string("videos", None, "directory, glob or .txt list of video paths")
+    flags.DEFINE_string("records", None, "instead of --videos: the videos (and clip windows) of a records file")
+    flags.DEFINE_string("dataset", None, "with --records: its published format (a vtg_jax.data.datasets name); "
+                        "default: our records jsonl")
+    flags.DEFINE_string("video_dir", None, "with --records: where the videos are (default: the file's directory)")
     flags.DEFINE_string("out", None, "frame store directory", required=True)
-    flags.DEFINE_enum("family", "qwen2_5_vl", ["qwen2_5_vl", "qwen3_vl"], "sampling/resize rules")
+    flags.DEFINE_enum("family", "qwen2_5_vl", ["qwen2_5_vl", "qwen3_vl"], "the model family's patch sizes")
+    flags.DEFINE_enum("sampling", "qwen_vl_utils", list(RULES),
+                      "qwen_vl_utils: qwen-vl-utils' fetch_video (the model cards, Time-R1, TVG-R1, TimeLens); "
+                      "transformers: the HF video processors' own sampling and resizing")
     flags.DEFINE_float("fps", 2.0, "target sampling fps")
-    flags.DEFINE_integer("min_pixels", None, "smart-resize minimum (HF default: 100352 / 131072)")
-    flags.DEFINE_integer("max_pixels", None, "smart-resize maximum (HF default: 602112 / 786432)")
+    flags.DEFINE_integer("nframes", 0, "a fixed number of frames instead of --fps (qwen_vl_utils; 0 = use fps)")
+    flags.DEFINE_integer("min_pixels", None, "pixel budget minimum (default: the rule's for the family)")
+    flags.DEFINE_integer("max_pixels", None, "pixel budget maximum (default: the rule's for the family)")
+    flags.DEFINE_float("total_pixels", None, "qwen_vl_utils: budget of the whole clip (default 128000*factor^2*0.9)")
     flags.DEFINE_integer("min_frames", 4, "frame-count clamp minimum")
     flags.DEFINE_integer("max_frames", 768, "frame-count clamp maximum")
     flags.DEFINE_integer("workers", 0, "worker processes (0: decode in this process)")

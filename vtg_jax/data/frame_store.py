@@ -2,10 +2,14 @@
 
 Layout of a store directory:
 
-  store.json          family, target fps, pixel budget and frame clamp the store was made with
+  store.json          family and sampling rule with its values (frame_sampling.SamplingConfig) the store
+                      was made with
   manifest.jsonl      one JSON line per finished video (written last, so a line means complete data):
-                      video_id, key, path, family, fps, source_fps, num_source_frames, duration,
-                      frame_indices, timestamps (seconds, index / source_fps), shape [T, H, W, 3]
+                      video_id, key, path, family, sampling, fps, sample_fps (the rate the frames
+                      represent: Qwen2.5's second_per_grid_ts), source_fps (average), num_source_frames,
+                      variable_frame_rate, duration, clip ([start, end] s of the source, or null),
+                      frame_indices, timestamps (seconds from the clip start: index / source_fps, or the
+                      decoder's presentation times on a variable-frame-rate video), shape [T, H, W, 3]
   errors.jsonl        one line per video that failed: video_id, path, reason
   frames/<key>/       one zarr3 array per video, uint8 [T, H, W, 3]: one shard file per video holding
                       per-frame chunks (zstd)

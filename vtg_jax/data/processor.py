@@ -174,7 +174,8 @@ class QwenVLProcessor:
       cfg: the model config (family, special token ids, vision patch sizes, rope-index rule).
       tokenizer: a transformers tokenizer, a `tokenizers.Tokenizer`, or a local directory to load one from.
       template: a name in `prompts.TEMPLATES` or a `PromptTemplate`.
-      fps: the sampling rate of the frames; Qwen2.5 `second_per_grid_ts = temporal_patch_size / fps`.
+      fps: the nominal sampling rate of the frames; Qwen2.5 `second_per_grid_ts = temporal_patch_size / fps`
+        unless a call gives the rate its frames were actually sampled at (`sample_fps`).
       interleave_timestamps: `<t seconds>` text before each temporal group. Default: Qwen3 yes (its
         processor always does; without separators its rope index fails), Qwen2.5 no.
       system: overrides the template's system instruction (None: template's, else the family default).
@@ -230,10 +231,13 @@ class QwenVLProcessor:
         return ids
 
     def __call__(self, frames: np.ndarray, timestamps: Sequence[float], query: str, answer: Optional[str] = None,
-                 duration: Optional[float] = None, options: Sequence[str] = ()) -> dict[str, np.ndarray]:
+                 duration: Optional[float] = None, options: Sequence[str] = (),
+                 sample_fps: Optional[float] = None) -> dict[str, np.ndarray]:
         """Model inputs for one sample (unbatched arrays).
 
         frames: uint8 [T, H, W, 3], H and W multiples of patch·merge. timestamps: T frame times (s).
+        sample_fps: the rate these frames were sampled at (a frame store's `sample_fps`: qwen-vl-utils
+        samples n / total · video_fps, not the nominal fps); None: the processor's `fps`.
         Returns input_ids, attention_mask, mm_token_type_ids (0 text / 1 image / 2 video), labels
         (-100 except the answer tokens and its `<|im_end|>`), loss_mask, prompt_length (tokens up to and
         including `<|im_start|>assistant\\n`), pixel_values_videos, video_grid_thw, video_timestamps
@@ -274,7 +278,10 @@ class QwenVLProcessor:
             grid = np.repeat(np.array([[1, grid[0, 1], grid[0, 2]]], np.int64), grid[0, 0], axis=0)
         out["video_grid_thw"] = grid
         if qwen25:
-            out["second_per_grid_ts"] = np.full(len(grid), self.cfg.vision.temporal_patch_size / self.fps, np.float32)
+            fps = self.fps if sample_fps is None else float(sample_fps)
+            if not (np.isfinite(fps) and fps > 0):
+                raise ValueError(f"sample_fps must be > 0, got {sample_fps}")
+            out["second_per_grid_ts"] = np.full(len(grid), self.cfg.vision.temporal_patch_size / fps, np.float32)
         out.update(self._positions(out))
         return out
 

@@ -67,8 +67,11 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
         train_subset="",  # a jsonl of records (e.g. a selection's selected.jsonl): train on those qids only
         frame_store="",  # `python -m vtg_jax.data.extract` output for those records
         tokenizer="",  # a directory with tokenizer.json; "" = the tiny tokenizer (synthetic runs only)
-        min_pixels=3136, max_pixels=3136,  # extraction of the synthetic videos (56x56 for Qwen2.5)
-        fps=2.0, max_frames=768,
+        # Frame sampling (vtg_jax/data/frame_sampling.py; a real run's frame store must have been extracted
+        # with these values). The demo keeps the HF processors' rule its shipped checkpoints were trained
+        # on; paper recipes use qwen-vl-utils' (paper_scale). 0 = the rule's default for a pixel budget.
+        sampling="transformers", fps=2.0, nframes=0, min_frames=4, max_frames=768,
+        min_pixels=3136, max_pixels=3136, total_pixels=0,  # synthetic videos stay 56x56 for Qwen2.5
         template="synthetic_short", system="", interleave_timestamps="true",  # auto: Qwen3 yes, Qwen2.5 no
         answer_format="{start:.1f} to {end:.1f}",  # the SFT / ground-truth answer text
         token_buckets=(), patch_buckets=(), group_buckets=(),  # () = one bucket at the longest example
@@ -135,14 +138,34 @@ def paper_scale(c: ml_collections.ConfigDict, *, preset: str, teacher: str = "")
     c.data.synthetic.enabled = False
     c.data.template = "default"
     c.data.interleave_timestamps = "auto"
+    # qwen-vl-utils' fetch_video, as the papers' code bases sample (README "Data"): 2 fps, at most 768
+    # frames, its per-frame budget (128..768 tokens) and its default total budget; recipes whose paper
+    # gives other values set them (TIME_R1_TOTAL_PIXELS, VIDEO_OPD_TOTAL_PIXELS, TVG-R1's 64 frames).
+    c.data.sampling = "qwen_vl_utils"
     c.data.min_pixels = 0
-    c.data.max_pixels = 0  # 0 = the family's default budget
+    c.data.max_pixels = 0  # 0 = the rule's default budget for the family
+    c.data.total_pixels = 0
     c.data.fps = 2.0
+    c.data.nframes = 0
+    c.data.min_frames = 4
     c.data.max_frames = 768
     c.rollout.max_new_tokens = 256
     c.eval.num = 0  # the whole split
     c.eval.max_new_tokens = 256
     c.checkpoint.every = 100
+    return c
+
+
+# Per-paper frame budgets of qwen-vl-utils (`total_pixels` bounds the whole clip: tokens = total / factor²).
+TIME_R1_TOTAL_PIXELS = 3584 * 28 * 28  # Time-R1's training script: 3,584 video tokens of Qwen2.5-VL
+VIDEO_OPD_TOTAL_PIXELS = 8192 * 32 * 32  # Video-OPD §4.1 / App. D.1: at most 8,192 video tokens (Qwen3-VL)
+TIMELENS_MAX_FRAMES = 448  # TimeLens' evaluation: 2 fps, at most 448 frames
+
+
+def tvg_r1_sampling(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """TVG-R1 §4.1: 64 frames of 128x28x28 pixels, for training and inference."""
+    c.data.nframes = 64
+    c.data.max_pixels = 128 * 28 * 28
     return c
 
 
@@ -169,6 +192,7 @@ def distillation_setting(c: ml_collections.ConfigDict, arg: str) -> ml_collectio
     if arg == "paper":
         paper_scale(c, preset="qwen3-vl-8b", teacher="qwen3-vl-32b")
         c.data.template = "video_opd"
+        c.data.total_pixels = VIDEO_OPD_TOTAL_PIXELS
     elif arg:
         raise ValueError(f"unknown {c.algorithm} config arg {arg!r}: use '' or 'paper'")
     else:
