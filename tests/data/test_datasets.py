@@ -184,10 +184,10 @@ def test_timelens_list_with_aliases(tmp_path):
     records, stats = load_dataset("timelens", _write(tmp_path / "charades-timelens.json", json.dumps(data)))
     _check_invariants(records, stats)
     assert [(r.video_id, r.duration, r.query, r.spans, r.qid) for r in records] == [
-        ("AO8RW", 30.0, "person sits.", ((1.5, 4.0),), "AO8RW#0"),
-        ("v2", 25.5, "alias keys.", ((3.0, 6.0),), "q7"),
-        ("v3", 20.0, "string span.", ((2.0, 5.5),), "v3#2"),
-        ("v4", 20.0, "dict span.", ((5.0, 20.0),), "v4#3"),
+        ("AO8RW", 30.0, "person sits", ((1.5, 4.0),), "AO8RW#0"),  # TimeLens drops the trailing period
+        ("v2", 25.5, "alias keys", ((3.0, 6.0),), "q7"),
+        ("v3", 20.0, "string span", ((2.0, 5.5),), "v3#2"),
+        ("v4", 20.0, "dict span", ((5.0, 20.0),), "v4#3"),
     ]
     assert records[0].extra["video"] == "charades/AO8RW.mp4" and records[0].source == "timelens"
     assert stats.as_dict() == {
@@ -204,9 +204,9 @@ def test_timelens_grouped_dict_and_durations(tmp_path):
     records, stats = load_dataset("timelens", _write(tmp_path / "t.json", json.dumps(data)),
                                   durations={"vidB": 9.0})
     assert [(r.video_id, r.query, r.spans, r.duration) for r in records] == [
-        ("vidA", "q one.", ((0.0, 5.0),), 60.0),
-        ("vidA", "q two.", ((10.0, 20.0), (30.0, 40.0)), 60.0),
-        ("vidB", "flat under a key.", ((1.0, 2.0),), 9.0),
+        ("vidA", "q one", ((0.0, 5.0),), 60.0),
+        ("vidA", "q two", ((10.0, 20.0), (30.0, 40.0)), 60.0),
+        ("vidB", "flat under a key", ((1.0, 2.0),), 9.0),
     ]
     assert stats.as_dict() == {"read": 4, "kept": 3, "dropped/missing_field": 1}
 
@@ -219,7 +219,7 @@ def test_time_r1_json_and_jsonl(tmp_path):
         {"video": "tr2.mp4", "problem": "garbage solution.", "solution": "no numbers here", "duration": 10},
         {"video": "tr3.mp4", "problem": "inf.", "timestamp": [1, "inf"], "duration": 10},
     ]
-    expected = [("v_xyz", "the man jumps.", ((12.0, 20.5),)), ("tr1", "answer tag.", ((3.5, 7.25),))]
+    expected = [("v_xyz", "the man jumps", ((12.0, 20.5),)), ("tr1", "answer tag", ((3.5, 7.25),))]  # Time-R1's
     for name, text in (("a.json", json.dumps(data)), ("a.jsonl", "\n".join(map(json.dumps, data)))):
         records, stats = load_dataset("time_r1", _write(tmp_path / name, text))
         assert [(r.video_id, r.query, r.spans) for r in records] == expected

@@ -334,3 +334,30 @@ def test_command_line_extracts_the_videos_and_clips_of_a_records_file(real_video
     # ceil(2.0 · 23.976) = 48 .. floor(8.0 · 23.976) = 191: six frames of that window, as fetch_video takes them.
     assert store.meta(clip.video_id)["frame_indices"] == np.round(np.linspace(48, 191, 6)).astype(int).tolist()
     assert store.meta("c_30fps")["frame_indices"] == [0, 19, 38, 56, 75, 94]
+
+
+def test_time_r1_clip_records_extract_their_window_and_keep_relative_spans(real_videos, tmp_path):
+    """Time-R1's published json -> records with clip windows -> extraction of only those windows."""
+    import json
+
+    from vtg_jax.data.datasets import load_dataset
+
+    entries = [{"video": "videos/b_25fps.mp4", "video_start": 1.0, "video_end": 5.0, "duration": 4.0,
+                "timestamp": [0.5, 2.25], "sentence": "A person opens a door.", "qid": "t0"},
+               {"video": "videos/c_30fps.mp4", "duration": 95 / 30, "timestamp": [0.5, 1.5],
+                "sentence": "a person sits.", "qid": "t1"}]
+    (tmp_path / "train_2k5.json").write_text(json.dumps(entries))
+    records, stats = load_dataset("time_r1", str(tmp_path / "train_2k5.json"))
+    assert stats.kept == 2
+    clip = next(r for r in records if r.clip)
+    assert clip.clip == (1.0, 5.0) and clip.duration == 4.0 and clip.span == (0.5, 2.25)
+    out = str(tmp_path / "store")
+    assert E.extract(E.videos_from_records(records, str(real_videos)), out, family="qwen2_5_vl", min_pixels=3136,
+                     progress=False)["done"] == 2
+    store = FrameStore(out)
+    meta = store.meta(clip.video_id)
+    # ceil(1.0 · 25) = 25 .. floor(5.0 · 25) = 125: 101 frames -> 8 at 2 fps, their times from the clip's start.
+    assert meta["frame_indices"][0] == 25 and meta["frame_indices"][-1] == 125 and len(meta["frame_indices"]) == 8
+    assert meta["duration"] == pytest.approx(clip.duration)
+    assert 0.0 == meta["timestamps"][0] and meta["timestamps"][-1] == pytest.approx(4.0)
+    assert store.meta("c_30fps")["clip"] is None

@@ -60,7 +60,7 @@ def test_paper_presets_carry_paper_hyperparameters(name, arg):
     if (name, arg) == ("grpo", "video_opd"):  # App. D.1: batch 32, 8 rollouts
         assert (c.batch_size, c.rollout.num_samples, c.reward) == (32, 8, "iou_only")
     if (name, arg) == ("grpo", "tvg_r1"):  # §4.1: beta 0, 0.9 tIoU + 0.1 format, 64 frames, 600 steps
-        assert (c.grpo.beta, c.grpo.kl, c.reward, c.data.max_frames, c.steps) == (0.0, "none", "tvg_r1", 64, 600)
+        assert (c.grpo.beta, c.grpo.kl, c.reward, c.data.nframes, c.steps) == (0.0, "none", "tvg_r1", 64, 600)
     if name == "longvtg":  # §3.2: beta_text 0.04, beta_time 0; CenDist reward
         assert (c.grpo.kl, c.grpo.beta_text, c.grpo.beta_time, c.reward) == ("token_aware", 0.04, 0.0, "longvtg_r1")
     if name == "tempsamp":  # §4: G = 3 on-policy + 1 off-policy; App. B: 1 x 4 GPUs x 2 accumulation

@@ -8,16 +8,22 @@ dispatches by name. The validation policy (drop / swap / clip, each counted in `
   charades_sta    adapters/charades.py       charades_sta_{train,test}.txt (+ durations csv / manifest)
   activitynet     adapters/activitynet.py    ActivityNet Captions train.json / val_{1,2}.json
   qvhighlights    adapters/qvhighlights.py   highlight_{train,val}_release.jsonl
-  timelens        adapters/generic.py        TimeLens-Bench / TimeLens-100K json or jsonl
-  time_r1         adapters/generic.py        Time-R1 training json
+  timelens        adapters/generic.py        TimeLens-Bench json / TimeLens-100K jsonl (one record per event)
+  time_r1         adapters/generic.py        Time-R1 train_2k5.json (video_start / video_end → clip records)
   next_gqa        adapters/qa.py             gsub_{val,test}.json + {val,test}.csv
-  rextime         adapters/qa.py             rextime_{train,val}.json (+ durations)
-  jsonl           adapters/generic.py        our own records jsonl (records.write_jsonl)
+  rextime         adapters/qa.py             rextime_{train,val}.json (+ durations) or the evaluation's
+                                             ground-truth jsonl (qid, query, duration, vid, relevant_windows, ans)
+  jsonl           adapters/generic.py        our own records jsonl (records.write_jsonl); what data.train /
+                                             val / test read, bad lines skipped, counted and logged
 
 Common keyword options: `manifest` (frame-store manifest: a mapping video_id → entry with an optional
 duration; videos absent from it are dropped), `video_exists` (predicate on video_id; False → dropped),
 `reversed_spans` ("swap", the default, or "drop"). Charades-STA / ReXTime / TimeLens / Time-R1 also take
 `durations` (mapping, json or csv) for annotations without a duration.
+
+Queries are taken as written (whitespace stripped), except where a dataset's own loader normalises them:
+TimeLens (whitespace collapsed, leading / trailing periods removed) and Time-R1 (lower-cased, one
+trailing period removed). Every file may use LF or CRLF line endings.
 """
 from __future__ import annotations
 

@@ -26,6 +26,11 @@ class GroundingRecord:
       options: multiple-choice options, if any.
       answer: the answer (index or text), if any.
       extra: anything else an adapter wants to keep (difficulty level, split, ...).
+      clip: `(start, end)` in seconds of the segment of the source video this record is about, or None
+        for the whole video. With a clip (Time-R1's `video_start` / `video_end`), `duration` is the
+        clip's length, `spans` are relative to the clip's start, `video_id` is `clip_video_id(stem,
+        start, end)` (the frame-store key of the clip's frames) and `extra["source_video"]` names the
+        source video; extraction decodes only the window (`vtg_jax.data.extract --records`).
     """
 
     video_id: str
@@ -38,6 +43,7 @@ class GroundingRecord:
     options: Optional[tuple[str, ...]] = None
     answer: Optional[Any] = None
     extra: dict = dataclasses.field(default_factory=dict, hash=False, compare=True)
+    clip: Optional[tuple[float, float]] = None
 
     @property
     def span(self) -> tuple[float, float]:
@@ -59,6 +65,10 @@ class GroundingRecord:
                 raise ValueError(f"record {self.qid!r}: reversed span {(s, e)}")
             if s < 0 or e > self.duration:
                 raise ValueError(f"record {self.qid!r}: span {(s, e)} outside [0, {self.duration}]")
+        if self.clip is not None:
+            cs, ce = self.clip
+            if not (math.isfinite(cs) and math.isfinite(ce) and 0 <= cs < ce):
+                raise ValueError(f"record {self.qid!r}: clip window {self.clip} is not 0 <= start < end")
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -67,12 +77,17 @@ class GroundingRecord:
             d["saliency"] = [[cid, list(scores)] for cid, scores in self.saliency]
         if self.options is not None:
             d["options"] = list(self.options)
+        if self.clip is None:
+            del d["clip"]
+        else:
+            d["clip"] = list(self.clip)
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "GroundingRecord":
         saliency = d.get("saliency")
         options = d.get("options")
+        clip = d.get("clip")
         return cls(
             video_id=str(d["video_id"]),
             duration=float(d["duration"]),
@@ -84,7 +99,14 @@ class GroundingRecord:
             options=None if options is None else tuple(options),
             answer=d.get("answer"),
             extra=dict(d.get("extra") or {}),
+            clip=None if clip is None else (float(clip[0]), float(clip[1])),
         )
+
+
+def clip_video_id(source_video: str, start: float, end: float) -> str:
+    """The frame-store key of a clip of `source_video`: "<stem>@<start>-<end>" (seconds, as `%g` of the
+    values rounded to milliseconds), so records of one segment share its frames and segments differ."""
+    return f"{source_video}@{round(float(start), 3):g}-{round(float(end), 3):g}"
 
 
 def write_jsonl(records: Iterable[GroundingRecord], path: str) -> int:

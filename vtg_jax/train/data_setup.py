@@ -25,7 +25,8 @@ from typing import Any, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
-from vtg_jax.data.records import GroundingRecord, read_jsonl
+from vtg_jax.data.datasets import LoadStats
+from vtg_jax.data.records import GroundingRecord
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
 
 SPLITS = ("train", "val", "test")
@@ -54,14 +55,18 @@ class RecordTransform:
         if rec.video_id not in self.store:
             raise KeyError(f"video {rec.video_id!r} is not in the frame store")
         frames, ts = self.store.read(rec.video_id)
-        out = self.proc(frames, ts, rec.query, answer=self.answer(rec), duration=rec.duration)
+        # The fps the store's frames represent (qwen-vl-utils: n / frames · video fps), which gives
+        # Qwen2.5's second_per_grid_ts; stores from before it was recorded: the processor's nominal fps.
+        sample_fps = self.store.meta(rec.video_id).get("sample_fps")
+        out = self.proc(frames, ts, rec.query, answer=self.answer(rec), duration=rec.duration, sample_fps=sample_fps)
         out["record_index"] = np.asarray(self.index.get(rec.qid, -1), np.int32)  # -1: not of this split
         return out
 
 
 @dataclasses.dataclass
 class RunData:
-    """What the loop needs of the data; `splits[name]` are lists of records (qid-unique)."""
+    """What the loop needs of the data; `splits[name]` are lists of records (qid-unique); `load_stats`
+    what reading each records file read, kept, dropped and fixed (keys: the splits given, "train_subset")."""
 
     splits: dict[str, list[GroundingRecord]]
     store_path: str
@@ -70,6 +75,7 @@ class RunData:
     buckets: dict
     transforms: dict[str, RecordTransform]
     missing_videos: dict[str, int]
+    load_stats: dict[str, LoadStats] = dataclasses.field(default_factory=dict)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode([int(t) for t in ids], skip_special_tokens=True)
@@ -79,10 +85,35 @@ class RunData:
         return int(self.processor.im_end_id)
 
 
+def sampling_config(data: Any) -> Any:
+    """`frame_sampling.SamplingConfig` of `config.data` (0 = the rule's default for a pixel budget)."""
+    from vtg_jax.data.frame_sampling import SamplingConfig
+
+    return SamplingConfig(rule=data.sampling, fps=float(data.fps), nframes=int(data.nframes),
+                          min_frames=int(data.min_frames), max_frames=int(data.max_frames),
+                          min_pixels=int(data.min_pixels) or None, max_pixels=int(data.max_pixels) or None,
+                          total_pixels=float(data.total_pixels) or None)
+
+
+def check_store_sampling(store_path: str, family: str, data: Any) -> None:
+    """Refuses a frame store extracted with other frames than the run's `config.data` asks for."""
+    from vtg_jax.data.frame_store import FrameStore
+
+    try:
+        info = FrameStore(store_path).info()
+    except FileNotFoundError:
+        return  # no store.json: the store's own reader reports what is missing
+    want = {"family": family, **sampling_config(data).describe()}
+    diff = {k: (info.get(k), v) for k, v in want.items() if info.get(k) != v}
+    if diff:
+        raise ValueError(f"frame store {store_path} was extracted with other settings than config.data asks for "
+                         f"(store, config): {diff}; extract it again with those values "
+                         f"(python -m vtg_jax.data.extract --help) or set config.data to the store's")
+
+
 def _cache_key(syn: Any, family: str, data: Any) -> str:
     blob = json.dumps({"syn": {k: syn[k] for k in sorted(syn.keys()) if k != "enabled"}, "family": family,
-                       "min_pixels": data.min_pixels, "max_pixels": data.max_pixels, "fps": data.fps,
-                       "max_frames": data.max_frames}, sort_keys=True)
+                       "sampling": sampling_config(data).describe()}, sort_keys=True)
     return f"syn_{syn.preset}_l{syn.level}_s{syn.seed}_{family}_{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
 
@@ -109,9 +140,11 @@ def prepare_synthetic(data: Any, family: str, cache_dir: str, progress: bool = T
     overrides = {k: syn[k] for k in SYNTHETIC_OVERRIDES if k in syn and syn[k] is not None}
     generate(root, num_train=syn.num_train, num_val=syn.num_val, num_test=syn.num_test, level=syn.level,
              seed=syn.seed, preset=syn.preset, progress=progress, **overrides)
-    stats = extract(os.path.join(root, "videos"), paths["store"], family=family, fps=data.fps,
-                    min_pixels=data.min_pixels or None, max_pixels=data.max_pixels or None,
-                    max_frames=data.max_frames, workers=0, progress=progress)
+    cfg = sampling_config(data)
+    stats = extract(os.path.join(root, "videos"), paths["store"], family=family, sampling=cfg.rule, fps=cfg.fps,
+                    nframes=cfg.nframes, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
+                    total_pixels=cfg.total_pixels, min_frames=cfg.min_frames, max_frames=cfg.max_frames,
+                    workers=0, progress=progress)
     if stats["errors"]:
         raise RuntimeError(f"synthetic extraction failed for {stats['errors']} videos: see {paths['store']}")
     open(done, "w").close()
@@ -138,25 +171,35 @@ def load_tokenizer(path: str, family: str, cache_dir: str) -> Any:
     return Tokenizer.from_file(file)
 
 
-def _read_split(path: str) -> list[GroundingRecord]:
+def _read_split(path: str) -> tuple[list[GroundingRecord], LoadStats]:
+    """A records jsonl under the adapters' validation (`datasets.load_records_jsonl`): NaN / infinite /
+    non-numeric values, zero or negative durations and spans outside the video are dropped, reversed
+    spans swapped, spans past the end clipped, malformed lines (not UTF-8, not JSON, a field missing)
+    skipped and logged as file:line; each counted in the returned stats. Duplicate qids are an error."""
+    from vtg_jax.data.datasets import load_records_jsonl
+
     if not path:
-        return []
+        return [], LoadStats()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"records file {path!r} does not exist")
-    records, seen = [], set()
-    for r in read_jsonl(path):
+    records, stats = load_records_jsonl(path)
+    seen: set[str] = set()
+    for r in records:
         if r.qid in seen:
             raise ValueError(f"{path}: duplicate qid {r.qid!r} (record_index needs unique qids)")
         seen.add(r.qid)
-        records.append(r)
-    return records
+    return records, stats
 
 
-def restrict_to_subset(records: Sequence[GroundingRecord], subset_path: str) -> list[GroundingRecord]:
+def restrict_to_subset(records: Sequence[GroundingRecord], subset_path: str,
+                       load_stats: Optional[dict[str, LoadStats]] = None) -> list[GroundingRecord]:
     """The subset file's records, in its order, taken from `records` by qid (the subset's own fields,
-    e.g. a kept `extra["completion"]`, win). Unknown qids are an error: a subset of another dataset."""
+    e.g. a kept `extra["completion"]`, win). Unknown qids are an error: a subset of another dataset.
+    The subset file's own load stats go to `load_stats["train_subset"]` when a dict is given."""
     by_qid = {r.qid: r for r in records}
-    subset = _read_split(subset_path)
+    subset, stats = _read_split(subset_path)
+    if load_stats is not None:
+        load_stats["train_subset"] = stats
     unknown = [r.qid for r in subset if r.qid not in by_qid]
     if unknown:
         raise ValueError(f"{subset_path}: {len(unknown)} qids are not in the train split (e.g. {unknown[0]!r})")
@@ -196,6 +239,11 @@ def build_run_data(cfg: QwenVLConfig, data: Any, workdir: str, *, progress: bool
     cache_dir = data.cache_dir or os.path.join(workdir, "data")
     os.makedirs(cache_dir, exist_ok=True)
     if data.synthetic.enabled:
+        given = [f"config.data.{k}" for k in (*SPLITS, "frame_store") if data[k]]
+        if given:
+            raise ValueError(f"{', '.join(given)} given together with config.data.synthetic.enabled=True, which "
+                             "generates its own records and frames and would ignore them: set "
+                             "--config.data.synthetic.enabled=False to use your files, or leave them empty")
         paths = prepare_synthetic(data, cfg.family, cache_dir, progress)
     else:
         paths = {s: data[s] for s in SPLITS}
@@ -207,9 +255,14 @@ def build_run_data(cfg: QwenVLConfig, data: Any, workdir: str, *, progress: bool
     interleave = {"auto": None, "true": True, "false": False}[str(data.interleave_timestamps).lower()]
     proc = QwenVLProcessor(cfg, tok, template=data.template, fps=data.fps, interleave_timestamps=interleave,
                            system=data.system or None)
-    splits = {s: _read_split(paths[s]) for s in SPLITS}
+    splits, load_stats = {}, {}
+    for s in SPLITS:
+        splits[s], stats = _read_split(paths[s])
+        if paths[s]:
+            load_stats[s] = stats
     if data.train_subset:
-        splits["train"] = restrict_to_subset(splits["train"], data.train_subset)
+        splits["train"] = restrict_to_subset(splits["train"], data.train_subset, load_stats)
+    check_store_sampling(paths["store"], cfg.family, data)
     store = FrameStore(paths["store"])
     missing = {s: sum(r.video_id not in store for r in recs) for s, recs in splits.items()}
     transforms = {s: RecordTransform(paths["store"], proc, data.answer_format, {r.qid: i for i, r in enumerate(recs)})
@@ -218,7 +271,7 @@ def build_run_data(cfg: QwenVLConfig, data: Any, workdir: str, *, progress: bool
     sizing = [r for s in SPLITS for r in splits[s]]
     buckets = _auto_buckets(transforms["train" if splits["train"] else ("val" if splits["val"] else "test")],
                             sizing, data)
-    return RunData(splits, paths["store"], proc, tok, buckets, transforms, missing)
+    return RunData(splits, paths["store"], proc, tok, buckets, transforms, missing, load_stats=load_stats)
 
 
 def make_train_loader(run_data: RunData, data: Any, *, batch_size: int, seed: int) -> Any:

@@ -83,6 +83,21 @@ def _split_baselines(run_data: Any, config: Any, split: str) -> dict:
     return trivial_baselines(recs[:config.eval.num or len(recs)], run_data.splits["train"] or None)
 
 
+def load_metrics(run_data: Any) -> dict[str, int]:
+    """What reading each records file read, kept, dropped and fixed, as `data/<split>/<count>` metrics
+    (e.g. `data/train/dropped/bad_number`); logged once, with the first metrics line of a run."""
+    stats = getattr(run_data, "load_stats", None) or {}
+    return {f"data/{split}/{key}": value for split, st in stats.items() for key, value in st.as_dict().items()}
+
+
+def _log_load_stats(run_data: Any) -> None:
+    for split, st in (getattr(run_data, "load_stats", None) or {}).items():
+        if st.num_dropped or sum(st.fixed.values()):
+            log.warning("%s records: %s (bad lines are listed above as file:line)", split, st.as_dict())
+        else:
+            log.info("%s records: %s", split, st.as_dict())
+
+
 def _show_progress(config: Any) -> bool:
     return is_main_process() and bool(config.log.progress)
 
@@ -118,6 +133,7 @@ def _context(config: Any, workdir: str, mesh: Any) -> tuple[Any, RunContext]:
     msg = missing_summary(run_data)
     if msg:
         log.warning(msg)
+    _log_load_stats(run_data)
     tx, schedule = make_optimizer(optim_config(config))
     state, graphdef, frozen = init_train_state(model, tx, freeze_vision=config.model.freeze_vision)
     ctx = RunContext(config=config, model_cfg=model.cfg, graphdef=graphdef, frozen=frozen, tx=tx, schedule=schedule,
@@ -170,6 +186,7 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
     scope = sharded_call(mesh, DEFAULT_RULES) if mesh is not None else contextlib.nullcontext()
     final_eval: dict[str, float] = {}
     last_metrics: dict[str, float] = {}
+    startup = load_metrics(run_data)  # merged into this process's first metrics line, then cleared
     step = start
     with scope:
         iterate = make_iteration(config, ctx)
@@ -177,7 +194,8 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
         if start == 0 and config.eval.at_start and config.eval.splits:
             final_eval = run_evaluations(policy(), run_data, config, workdir, 0, mesh)
             _save_json(workdir, "eval_start.json", final_eval)
-            logger.log(0, final_eval)
+            logger.log(0, {**startup, **final_eval})
+            startup = {}
         teacher_done = os.path.exists(os.path.join(workdir, "eval_teacher.json"))
         if ctx.teacher is not None and config.eval.splits and not teacher_done:
             _save_json(workdir, "eval_teacher.json",
@@ -197,7 +215,8 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
                 final_eval = run_evaluations(policy(), run_data, config, workdir, step, mesh)
                 metrics.update(final_eval)
             if step % config.log.every == 0 or step == config.steps or evaluate_now:
-                last_metrics = logger.log(step, metrics)
+                last_metrics = logger.log(step, {**startup, **metrics})
+                startup = {}
             ckpt.save(step, checkpoint_tree(state, rng), loader_state=loader.get_state())
             if ckpt.should_stop(step):
                 ckpt.save(step, checkpoint_tree(state, rng), loader_state=loader.get_state(), force=True)
@@ -216,6 +235,7 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
                "steps": int(step), "finished": bool(done),
                "wall_s": round(time.time() - t_start, 1), "eval": final_eval,
                "skipped_updates": int(jax.device_get(state.skipped)), "data": loader.metrics(), "plots": plots,
+               "data_load": {split: st.as_dict() for split, st in run_data.load_stats.items()},
                "last_metrics": last_metrics,
                "hf_export": os.path.join(workdir, HF_EXPORT_DIR) if done and config.checkpoint.export_hf else None}
     _save_json(workdir, "summary.json", summary)
@@ -235,6 +255,7 @@ def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, Any]:
     with (sharded_call(mesh, DEFAULT_RULES) if mesh is not None else contextlib.nullcontext()):
         model = build_model(section, seed=config.seed, mesh=mesh)
         run_data = build_run_data(model.cfg, config.data, workdir, progress=_show_progress(config))
+        _log_load_stats(run_data)
         results: dict[str, Any] = {"checkpoint": config.eval.checkpoint}
         for split in config.eval.splits:
             if run_data.splits.get(split):

@@ -15,6 +15,9 @@ Validation policy (per raw entry = one (video, query) pair):
   * a span entirely outside [0, D] (end <= 0 or start >= D) → that span is removed; a record left with
     no span is dropped (`no_valid_span`); a record that keeps other spans counts `fixed/removed_span`.
   * `video_exists(video_id)` false, or video id absent from the frame-store manifest → drop, `missing_video`.
+  * a line that is not valid UTF-8 → drop, `bad_encoding`; a line that is not JSON → drop, `unparsable`.
+  * a clip window (Time-R1's `video_start` / `video_end`, our records' `clip`) that is not
+    0 <= start < end with finite bounds → drop, `bad_clip`.
 A whole file that cannot be read or whose top-level structure is not the format raises
 `DatasetFormatError`; that is a configuration mistake, not a bad line.
 """
@@ -205,27 +208,49 @@ def read_json(path: Any) -> Any:
         raise DatasetFormatError(f"cannot read annotation json {path}: {e}") from e
 
 
-def read_json_or_jsonl(path: Any) -> Any:
-    """A whole-file JSON value, or a list when the file is jsonl (bad jsonl lines become None)."""
-    path = os.fspath(path)
+def _read_bytes(path: Any, what: str) -> bytes:
     try:
-        with open(path) as f:
-            text = f.read()
+        with open(os.fspath(path), "rb") as f:
+            return f.read()
     except OSError as e:
-        raise DatasetFormatError(f"cannot read annotation file {path}: {e}") from e
+        raise DatasetFormatError(f"cannot read {what} {path}: {e}") from e
+
+
+def read_lines(path: Any, what: str = "annotation file") -> list[tuple[int, Optional[str]]]:
+    """`(line number from 1, text)` of every line (LF, CRLF or CR endings; a UTF-8 BOM dropped); the text
+    is None for a line that is not valid UTF-8, so one bad byte costs one line, not the file."""
+    raw = _read_bytes(path, what)
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    out: list[tuple[int, Optional[str]]] = []
+    for i, line in enumerate(raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"), start=1):
+        try:
+            out.append((i, line.decode("utf-8")))
+        except UnicodeDecodeError:
+            out.append((i, None))
+    if out and out[-1] == (len(out), ""):
+        out.pop()  # the empty "line" after a final newline
+    return out
+
+
+def read_json_or_jsonl(path: Any) -> Any:
+    """A whole-file JSON value, or a list when the file is jsonl (bad jsonl lines, including lines that
+    are not valid UTF-8, become None)."""
+    path = os.fspath(path)
+    raw = _read_bytes(path, "annotation file")
     try:
-        return json.loads(text)
-    except ValueError:
+        return json.loads(raw.decode("utf-8-sig"))
+    except ValueError:  # UnicodeDecodeError included: a bad byte in one line of a jsonl
         pass
-    lines = [ln for ln in text.splitlines() if ln.strip()]
+    lines = [text for _, text in read_lines(path) if text is None or text.strip()]
     out = []
     for ln in lines:
         try:
-            out.append(json.loads(ln))
+            out.append(None if ln is None else json.loads(ln))
         except ValueError:
             out.append(None)
     if not lines or all(x is None for x in out):
-        raise DatasetFormatError(f"{path} is neither JSON nor JSON lines")
+        raise DatasetFormatError(f"{path} is neither JSON nor JSON lines (in UTF-8)")
     return out
 
 
@@ -236,7 +261,10 @@ class Collector:
     """Validates raw entries into GroundingRecords under the module's policy, counting everything."""
 
     def __init__(self, source: str, *, durations: Any = None, manifest: Optional[Mapping[str, Any]] = None,
-                 video_exists: Optional[VideoExists] = None, reversed_spans: str = "swap"):
+                 video_exists: Optional[VideoExists] = None, reversed_spans: str = "swap",
+                 keep_video_ids: bool = False):
+        """`keep_video_ids`: take video ids verbatim (our records jsonl, whose ids are frame-store keys)
+        instead of reducing paths to their stems."""
         if reversed_spans not in ("swap", "drop"):
             raise ValueError(f"reversed_spans must be 'swap' or 'drop', got {reversed_spans!r}")
         self.source = source
@@ -244,13 +272,16 @@ class Collector:
         self.manifest = manifest
         self.video_exists = video_exists
         self.reversed_spans = reversed_spans
+        self.keep_video_ids = keep_video_ids
         self.stats = LoadStats()
         self.records: list[GroundingRecord] = []
+        self.last_reason: Optional[str] = None  # why the last `add` / `skip` dropped its entry (None: kept)
 
     def skip(self, reason: str) -> None:
         """Counts one raw entry that could not even be parsed into fields."""
         self.stats.read += 1
         self.stats.dropped[reason] += 1
+        self.last_reason = reason
 
     def lookup_duration(self, video_id: str) -> Any:
         if video_id in self.durations:
@@ -265,10 +296,12 @@ class Collector:
         `spans` may be raw (any form `to_spans` accepts) or a zero-arg callable that raises BadEntry.
         """
         self.stats.read += 1
+        self.last_reason = None
         try:
             record, fixes = self._build(video_id, duration, query, spans, qid, optional)
         except BadEntry as e:
             self.stats.dropped[e.reason] += 1
+            self.last_reason = e.reason
             return False
         self.stats.fixed.update(fixes)
         self.stats.kept += 1
@@ -276,7 +309,7 @@ class Collector:
         return True
 
     def _build(self, video_id, duration, query, spans, qid, optional):
-        vid = video_id_from(video_id)
+        vid = to_text(video_id) if self.keep_video_ids else video_id_from(video_id)
         text = to_text(query)
         raw_spans = to_spans(spans() if callable(spans) else spans)
         if is_blank(duration):

@@ -7,11 +7,18 @@ index into (a0..a4). One record per grounded question (each location entry); a l
 row drops as `missing_qa`; csv rows without a location are outside the grounded subset and are only
 counted as `ignored/ungrounded_qa`. qid is `"<video_id>_<qid>"` (NExT-GQA qids repeat across videos).
 
-ReXTime: `rextime_{train,val}.json` = [{"vid"|"video_id", "question", "options": [...], "ans"
-("A".."D" or an index), "answer" (text), "span": [s, e] or [[s, e], ...], "category", "qid"|"id",
-"duration"?}]. The release has no duration field: pass `durations` (mapping or json/csv, e.g. the
-ActivityNet and QVHighlights duration files merged) or a manifest. An answer that resolves to no option
-keeps the raw value and counts `fixed/answer_unresolved`.
+ReXTime, two forms (a JSON list or JSON lines; keys tried in the order listed):
+  * `rextime_{train,val}.json` = [{"vid"|"video_id", "question", "options": [...], "ans" ("A".."D" or an
+    index), "answer" (text), "span": [s, e] or [[s, e], ...], "category", "qid"|"id", "duration"?}].
+    That release has no duration field: pass `durations` (mapping or json/csv, e.g. the ActivityNet and
+    QVHighlights duration files merged) or a manifest. An answer that resolves to no option keeps the
+    raw value and counts `fixed/answer_unresolved`.
+  * the ground-truth jsonl of ReXTime's evaluation code (`data/rextime_val.jsonl`, read by
+    `evaluation/rextime_eval.py` of the ReXTime repository), QVHighlights-like: {"qid", "query",
+    "duration", "vid", "relevant_windows": [[s, e], ...], "ans": "A".."D"}, no options. Without options
+    a letter answer becomes its index (A → 0, as ReXTime's prompts letter the options), the letter kept
+    in `extra["ans"]`; nothing is counted as unresolved since there is nothing to resolve against.
+qid is the file's "qid" (else "rextime#<position>"); the query is "question" or "query", stripped.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ import os
 from typing import Any, Mapping, Optional, Sequence
 
 from vtg_jax.data.adapters._common import (Collector, DatasetFormatError, LoadStats, VideoExists, first_present,
-                                           is_blank, read_json)
+                                           is_blank, read_json, read_json_or_jsonl)
 from vtg_jax.data.records import GroundingRecord
 
 _LETTERS = "ABCDEFGHIJ"
@@ -98,11 +105,11 @@ def load_next_gqa(path: Any, *, qa_csv: Any = None, manifest: Optional[Mapping[s
 def load_rextime(path: Any, *, durations: Any = None, manifest: Optional[Mapping[str, Any]] = None,
                  video_exists: Optional[VideoExists] = None, reversed_spans: str = "swap",
                  source: str = "rextime") -> tuple[list[GroundingRecord], LoadStats]:
-    data = read_json(path)
+    data = read_json_or_jsonl(path)
     if isinstance(data, Mapping):
-        data = list(data.values())
+        data = [data] if "qid" in data and ("query" in data or "question" in data) else list(data.values())
     if not isinstance(data, list):
-        raise DatasetFormatError(f"{path}: ReXTime json must be a list of questions")
+        raise DatasetFormatError(f"{path}: ReXTime json must be a list of questions (or JSON lines)")
     col = Collector(source, durations=durations, manifest=manifest, video_exists=video_exists,
                     reversed_spans=reversed_spans)
     for i, entry in enumerate(data):
@@ -112,12 +119,18 @@ def load_rextime(path: Any, *, durations: Any = None, manifest: Optional[Mapping
         raw_opts = entry.get("options")
         options = tuple(str(o).strip() for o in raw_opts) if isinstance(raw_opts, list) and raw_opts else None
         raw_ans = first_present(entry, ("ans", "answer_idx", "answer"))
-        answer, ok = resolve_answer(raw_ans, options or ())
+        extra = {k: entry[k] for k in ("category", "answer", "source", "ans") if isinstance(entry.get(k), str)}
+        if options:
+            answer, ok = resolve_answer(raw_ans, options)
+        else:  # the ground-truth jsonl: a letter among ReXTime's four lettered options
+            answer, ok = resolve_answer(raw_ans, _LETTERS[:4])
+            answer, ok = (answer if ok else raw_ans), True
         qid = first_present(entry, ("qid", "id", "question_id"))
         added = col.add(video_id=first_present(entry, ("vid", "video_id", "video")), duration=entry.get("duration"),
-                        query=entry.get("question"), spans=first_present(entry, ("span", "spans", "timestamp")),
+                        query=first_present(entry, ("question", "query")),
+                        spans=first_present(entry, ("span", "spans", "timestamp", "relevant_windows")),
                         qid=str(qid) if qid is not None else f"rextime#{i}", options=options, answer=answer,
-                        extra={k: entry[k] for k in ("category", "answer", "source") if isinstance(entry.get(k), str)})
+                        extra=extra)
         if added and not ok:
             col.stats.fixed["answer_unresolved"] += 1
     return col.result(path)
