@@ -13,6 +13,7 @@ from vtg_jax.eval import (
     ranking_average_precision,
     temporal_iou_matrix,
 )
+from vtg_jax.eval.qvhighlights import full_video_saliency, paired_temporal_iou
 
 
 def test_thresholds():
@@ -116,10 +117,67 @@ def test_highlight_fair_and_miss():
 
 
 def test_highlight_bad_input():
-    with pytest.raises(ValueError, match="GT clips"):
-        highlight_metrics([[0.1, 0.2]], [GT_SAL])
+    with pytest.raises(ValueError, match="1-D"):
+        highlight_metrics([[[0.1, 0.2, 0.3, 0.4]]], [GT_SAL])
     with pytest.raises(ValueError, match="empty"):
         highlight_metrics([], [])
+    # An empty vector is no prediction: a parse failure, not an error.
+    out = highlight_metrics([[]], [GT_SAL])
+    assert out["HL-mAP"] == 0.0 and out["HL-HIT@1"] == 0.0 and out["parse_failures"] == 1
+
+
+def test_highlight_short_vector_padded_with_zeros():
+    # [0.9, 0.1] -> [0.9, 0.1, 0, 0]: ranked clip 0, clip 1, then {2, 3} tied at 0.
+    # VeryGood a0 {0, 3}: P1 R1/2, P1/2, P2/4 R1 -> mean(1, 1/2); a1 {1, 3}: P0, P1/2 R1/2, P2/4 R1
+    # -> mean(1/2, 1/2); a2 as a0. HIT@1: clip 0 (rated 4 by a0).
+    out = highlight_metrics([[0.9, 0.1]], [GT_SAL])
+    assert out["HL-mAP"] == pytest.approx((3 / 4 + 1 / 2 + 3 / 4) / 3)
+    assert out["HL-HIT@1"] == 1.0 and out["parse_failures"] == 0
+    # HIT@1 takes the argmax of the vector as given (clip 0), not of the padded one (clip 2, a miss);
+    # AP ranks the padded [-1, -2, 0, 0]: {2, 3} P1/2 R1/2, 0 P2/3 R1, 1 P2/4 -> a0: 2/3;
+    # a1 {1, 3}: P1/2 R1/2, P1/3, P2/4 R1 -> mean(1/2, 1/2); a2 as a0.
+    out = highlight_metrics([[-1.0, -2.0]], [GT_SAL])
+    assert out["HL-HIT@1"] == 1.0
+    assert out["HL-mAP"] == pytest.approx((2 / 3 + 1 / 2 + 2 / 3) / 3)
+
+
+def test_highlight_long_vector_cut_and_top_past_the_end_misses():
+    want_ap = (0.5 + 1.0 + 0.5) / 3  # test_highlight_very_good: AP on the first 4 entries
+    out = highlight_metrics([np.r_[PRED_SAL, 7.0]], [GT_SAL])
+    assert out["HL-mAP"] == pytest.approx(want_ap) and out["HL-HIT@1"] == 0.0  # argmax 4 >= 4 clips
+    out = highlight_metrics([np.r_[PRED_SAL, 0.2]], [GT_SAL])
+    assert out["HL-mAP"] == pytest.approx(want_ap) and out["HL-HIT@1"] == 1.0  # argmax clip 1
+
+
+def test_full_video_saliency():
+    # 149 s -> int(149 / 2) = 74 clips (official floor; ceil would be 75); unlabelled clips 0.
+    g = full_video_saliency(149.0, ((3, (4, 2, 1)), (10, (1, 1, 1))))
+    assert g.shape == (74, 3)
+    assert g[3].tolist() == [4, 2, 1] and g[10].tolist() == [1, 1, 1] and g.sum() == 10
+    assert full_video_saliency(150.0, ()).shape == (75, 3)
+    assert full_video_saliency(7.0, None).shape == (3, 3)
+    # A labelled clip past int(D / 2) (the official script raises) extends the video by that clip.
+    assert full_video_saliency(7.0, ((3, (4, 4, 4)),)).shape == (4, 3)
+    assert full_video_saliency(1.5, ()).shape == (1, 3)  # shorter than one clip: one clip
+    with pytest.raises(ValueError, match="negative"):
+        full_video_saliency(10.0, ((-1, (4, 4, 4)),))
+    with pytest.raises(ValueError, match="duration"):
+        full_video_saliency(0.0, ())
+
+
+def test_r1_paired_iou_exact_threshold():
+    # (0, 1.3) vs (0, 2.6): the length union 1.3 + 2.6 - 1.3 = 2.6000000000000005 gives
+    # 0.4999999999999999; the official paired hull 2.6 - 0 gives 1.3 / 2.6 = 0.5 exactly.
+    assert float(temporal_iou_matrix(np.array([[0.0, 1.3]]), np.array([[0.0, 2.6]]))[0, 0]) < 0.5
+    np.testing.assert_array_equal(paired_temporal_iou([[0.0, 1.3], [3.0, 4.0]], [[0.0, 2.6], [0.0, 1.0]]),
+                                  [0.5, 0.0])
+    assert paired_temporal_iou([[1.0, 1.0]], [[1.0, 1.0]])[0] == 0.0  # zero hull
+    out = moment_retrieval_metrics([[[0.0, 1.3, 1.0]]], [[[0.0, 2.6]]], iou_thresholds=(0.5,))
+    assert out["MR-R1@0.5"] == 1.0  # R1: paired IoU, as the official compute_mr_r1
+    assert out["MR-mAP@0.5"] == 0.0  # AP: cross IoU (length union), as the official AP
+    # The R1 GT window is the one of highest (cross) IoU with the top window: (20, 26) vs GT1 -> 6/10.
+    out = moment_retrieval_metrics([[[20, 26, 0.9]]], [[[0, 22], [20, 30]]])
+    assert out["MR-R1@0.5"] == 1.0 and out["MR-R1@0.7"] == 0.0
 
 
 def test_gt_iou_tie_goes_to_higher_index():

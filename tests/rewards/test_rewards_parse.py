@@ -144,3 +144,101 @@ def test_adversarial_inputs_are_linear_time(text):
     t0 = time.perf_counter()
     parse_span(text), format_think_answer(text), format_timestamp(text), parse_highlight(text)
     assert time.perf_counter() - t0 < 2.0  # quadratic regexes took ~35 s on the first case
+
+
+# --- numbers are read whole or not at all (issue 15) -------------------------------------------------
+
+NUMBER_FORMS = [
+    # scientific notation is a number
+    ("10 to 1.5e1", (10.0, 15.0)),
+    ("<answer>1.5E+1 to 2e1</answer>", (15.0, 20.0)),
+    ("0 to 2.5e-1", (0.0, 0.25)),
+    ("0 to 1e30", (0.0, 1e30)),  # absurd but finite in float32: returned, the reward scores it ~0
+    # thousands separators: a comma followed by exactly three digits inside a number
+    ("1,000 to 2,000", (1000.0, 2000.0)),
+    ("0 to 1,000", (0.0, 1000.0)),
+    ("[1,000, 2,000]", (1000.0, 2000.0)),
+    ("from 1,234.5 to 1,240 seconds", (1234.5, 1240.0)),
+    ("12,345 - 12,400", (12345.0, 12400.0)),
+    # otherwise a comma separates the two times (never a decimal point)
+    ("12, 20", (12.0, 20.0)),
+    ("12,20", (12.0, 20.0)),
+    ("12, 200", (12.0, 200.0)),
+    ("[3.2,9.75]", (3.2, 9.75)),
+    ("12.5,200", (12.5, 200.0)),
+    ("1,5", (1.0, 5.0)),
+    # the Unicode minus between two times is a separator, as "-" is
+    ("3.5−7.25", (3.5, 7.25)),
+    ("3.5 − 7.25", (3.5, 7.25)),
+]
+
+
+@pytest.mark.parametrize("text,expected", NUMBER_FORMS)
+def test_number_forms(text, expected):
+    assert parse_span(text) == pytest.approx(expected)
+
+
+NOT_A_SPAN = [
+    # never a different number: these used to give (0, 1), (10, 1.5), (2, 0), (5, 3)
+    "0 to 1e308", "0 to 1e39", "10 to 1.5e1:3", "1,000e5 to 3",
+    # a bare comma that could group thousands or separate two times: unparsable
+    "1,000", "12,200", "[12,200]", "<answer>12,200</answer>", "12,200.5", "1,000,2,000", "1,000,20",
+    "1,000,0000 to 5", "x1,000 to 2",
+    # bare-comma lists of three numbers, or a bare-comma pair joined to a third time
+    "12,20,30", "0 to 1,5", "1,5 to 3", "5 to 1,0000", "1 to 2, 3,4",
+    # a minus (ASCII, Unicode U+2212, hyphen, full-width) or dash before the first time: negative
+    "−5 to 3", "<answer>−5 to 3</answer>", "[−5, 3]", "3 to −5", "\u20105 to 3", "\uff0d5 to 3", "–5 to 3",
+    "—5 to 3",
+    # the last candidate decides: an unparsable last span is not replaced by an earlier one
+    "3 to 5 then 1:75 to 2:00", "3 to 5, then 0 to 1e308", "<answer>3 to 5 or 12,200</answer>",
+]
+
+
+@pytest.mark.parametrize("text", NOT_A_SPAN)
+def test_not_a_span(text):
+    assert parse_span(text) is None
+
+
+def test_parse_time_numbers():
+    assert parse_time("1,000") == 1000.0
+    assert parse_time("12,345.5") == 12345.5
+    assert parse_time("1.5e1") == 15.0
+    assert parse_time("3e38") == 3e38
+    for bad in ("1e39", "1e308", "inf", "nan", "1_000", "12,20", "1,0000", "-5", "−5", "+5", "0x10", ""):
+        assert parse_time(bad) is None, bad
+
+
+def test_counters_count_the_new_failures():
+    texts = ["0 to 1e308", "1,000 to 2,000", "−5 to 3", "10 to 1.5e1", "12,200"]
+    assert count_parse_failures(texts) == {"parse_fail_count": 3.0, "parse_fail_rate": 0.6, "n": 5.0}
+    spans, ok = parse_spans(["0 to 3e38", "0 to 1e39"])
+    assert ok.tolist() == [True, False] and math.isfinite(spans[0, 1]) and math.isnan(spans[1, 1])
+
+
+def _styled(value: int, style: str) -> str:
+    return {"plain": str(value), "grouped": f"{value:,}", "exp": f"{value:.6e}"}[style]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 10**9), st.integers(0, 10**9), st.sampled_from(["plain", "grouped", "exp"]),
+       st.sampled_from(["plain", "grouped", "exp"]), st.sampled_from([" to ", " - ", ", ", " − ", ","]))
+def test_never_a_different_number(a, b, style_a, style_b, sep):
+    ta, tb = _styled(a, style_a), _styled(b, style_b)
+    want = (float(ta.replace(",", "")), float(tb.replace(",", "")))
+    got = parse_span(f"<answer>{ta}{sep}{tb}</answer>")
+    if sep == ",":  # a bare comma may be ambiguous (then unparsable), never a different number
+        assert got is None or got == want
+    else:
+        assert got == want
+
+
+def test_parse_highlight_numbers_whole_or_not_at_all():
+    from vtg_jax.rewards import parse_highlight
+
+    assert parse_highlight("<answer>1.5e1, 20 seconds. Scores: 1, 2e0</answer>") == ([15.0, 20.0], [1.0, 2.0])
+    # commas separate a highlight list's entries (timestamps reach 3 digits on QVHighlights)
+    assert parse_highlight("100,102,104 seconds. Scores 1,2,3") == ([100.0, 102.0, 104.0], [1.0, 2.0, 3.0])
+    # a signed number is not read as its absolute value; a non-finite one is not dropped
+    for text in ("-5, 10 seconds. Scores 1, 2", "−5, 10 seconds. Scores 1, 2", "82 seconds. Scores −1",
+                 "9" * 400 + " seconds. Scores 1", "82, 84 seconds. Scores 1, " + "9" * 400):
+        assert parse_highlight(text) is None, text

@@ -70,35 +70,102 @@ def completion_text(run_data: Any, out: dict, row: int, sample: int) -> str:
     return run_data.decode([t for t in ids if t != run_data.eos_id])
 
 
-def _clip_scores(text: str, clip_ids: list[int], clip_seconds: float) -> Optional[np.ndarray]:
-    """Per labelled clip, the score of the predicted highlight timestamp nearest the clip's centre."""
-    from vtg_jax.rewards.highlight import parse_highlight
+def _clip_scores(text: str, num_clips: int, clip_seconds: float = 2.0) -> Optional[np.ndarray]:
+    """One predicted saliency score per clip of the video, from the model's answer; None = unparsable.
 
+    Clip c covers ``[c · clip_seconds, (c + 1) · clip_seconds)``; the video has `num_clips` clips (the
+    official ``int(duration / clip_seconds)``).
+
+    * A highlight answer ("The highlight timestamps are in the 82, 84 seconds. Their saliency scores
+      are 1.3, 1.7", read by `vtg_jax.rewards.highlight.parse_highlight`: numbers before the first
+      "score" are timestamps, numbers after it their scores, a missing score is 0) gives clip
+      ``floor(t / clip_seconds)`` the score of timestamp t (the max if several timestamps fall in one
+      clip); every other clip scores 0.
+    * Otherwise an answer holding a span (`parse_span`, e.g. "31 to 36") gives each clip the fraction
+      of it the span covers (clip [30, 32] gets 0.5 from "31 to 36"), so a span-only model still ranks
+      clips; a reversed span covers nothing.
+    * Otherwise (or with a non-finite number) the answer is unparsable: None.
+
+    Clips the answer names past the video's last clip are what the official evaluation also receives
+    in a submission and handles there: ignored by AP, but a miss for HIT@1 when one of them has the
+    top score. They are folded into one extra trailing entry holding their max score (equivalent for
+    both metrics, see `highlight_metrics`, and bounded whatever timestamp the model writes).
+    """
+    from vtg_jax.rewards.highlight import parse_highlight
+    from vtg_jax.rewards.parse import parse_span
+
+    inside = np.zeros(num_clips)
+    past = None  # max score of the clips past the end, if the answer names any
     parsed = parse_highlight(text)
-    if parsed is None or not parsed[0] or len(parsed[0]) != len(parsed[1]):
-        return None
-    ts, sc = np.asarray(parsed[0], np.float64), np.asarray(parsed[1], np.float64)
-    centres = (np.asarray(clip_ids, np.float64) + 0.5) * clip_seconds
-    return sc[np.abs(ts[None, :] - centres[:, None]).argmin(axis=1)]
+    if parsed is not None and parsed[1]:
+        ts, sc = parsed
+        sc = list(sc[:len(ts)]) + [0.0] * max(0, len(ts) - len(sc))
+        if not all(np.isfinite(ts)) or not all(np.isfinite(sc)):
+            return None
+        for t, score in zip(ts, sc):
+            c = int(np.floor(t / clip_seconds))
+            if c < num_clips:
+                inside[c] = max(inside[c], score)
+            else:
+                past = score if past is None else max(past, score)
+    else:
+        span = parse_span(text)
+        if span is None:
+            return None
+        a, b = float(span[0]), float(span[1])
+
+        def covered(c):  # fraction of clip c (array or int) inside [a, b]
+            lo, hi = np.asarray(c, np.float64) * clip_seconds, (np.asarray(c, np.float64) + 1) * clip_seconds
+            return np.clip((np.minimum(b, hi) - np.maximum(a, lo)) / clip_seconds, 0.0, 1.0)
+
+        inside = covered(np.arange(num_clips))
+        if b > num_clips * clip_seconds:
+            # Past the end, coverage is largest at the first clip the span reaches or the one after it.
+            first = max(num_clips, int(np.floor(a / clip_seconds)))
+            past = float(max(covered(first), covered(first + 1)))
+    return inside if past is None else np.append(inside, past)
+
+
+def _is_qvhighlights(record: Any) -> bool:
+    return record.source == "qvhighlights" or record.saliency is not None
 
 
 def qvhighlights_metrics(records: list, texts: list[str], preds: list, clip_seconds: float = 2.0) -> dict[str, float]:
-    """QVHighlights metrics where the labels exist: MR-mAP / MR-R1 when some query has several
-    ground-truth windows (the greedy answer is one window of score 1), HL-mAP / HL-HIT@1 when the
-    records carry saliency labels (clips of `clip_seconds`; the answer's highlight timestamps and
-    scores are matched to the nearest labelled clip)."""
-    from vtg_jax.eval.qvhighlights import highlight_metrics, moment_retrieval_metrics
+    """QVHighlights metrics with the official protocol (moment_detr ``standalone_eval``).
+
+    MR (always for QVHighlights records, i.e. ``source == "qvhighlights"`` or carrying saliency; for
+    other records only when some query has several GT windows, over all records): the greedy answer's
+    span `preds[i]` is one window of score 1; ``MR-mAP``, ``MR-mAP@θ``, ``MR-R1@0.5/0.7`` (paired IoU
+    against the GT window of highest IoU), ``MR/n``, ``MR/parse_failures``, ``MR/invalid_windows``.
+
+    HL (records with saliency labels): every `clip_seconds` clip of the video gets a score from the
+    answer (`_clip_scores`: a highlight answer's timestamps and scores, else a span's coverage of each
+    clip, else a parse failure with AP 0 and no hit); the ground truth is the full-video array with
+    unlabelled clips at 0 (`full_video_saliency`). ``HL-mAP`` / ``HL-HIT@1`` at the official
+    "VeryGood" threshold (saliency >= 4), ``HL-min-Fair/mAP``, ``HL-min-Fair/HIT@1`` (>= 2) and
+    ``HL-min-Good/...`` (>= 3), ``HL/n``, ``HL/parse_failures``. All fractions in [0, 1].
+    """
+    from vtg_jax.eval.qvhighlights import (HL_MIN_SCORES, full_video_saliency, highlight_metrics,
+                                           moment_retrieval_metrics)
 
     out: dict[str, float] = {}
-    if any(len(r.spans) > 1 for r in records):
-        windows = [None if p is None else np.asarray([[p[0], p[1], 1.0]]) for p in preds]
-        mr = moment_retrieval_metrics(windows, [np.asarray(r.spans) for r in records])
+    qvh = [i for i, r in enumerate(records) if _is_qvhighlights(r)]
+    mr_idx = qvh or (list(range(len(records))) if any(len(r.spans) > 1 for r in records) else [])
+    if mr_idx:
+        windows = [None if preds[i] is None else np.asarray([[preds[i][0], preds[i][1], 1.0]]) for i in mr_idx]
+        mr = moment_retrieval_metrics(windows, [np.asarray(records[i].spans) for i in mr_idx])
         out.update({k if k.startswith("MR-") else f"MR/{k}": v for k, v in mr.items()})
-    labelled = [(r, t) for r, t in zip(records, texts) if r.saliency]
+    labelled = [i for i in qvh if records[i].saliency is not None]
     if labelled:
-        gts = [np.asarray([s for _, s in r.saliency], np.float64) for r, _ in labelled]
-        hl = [_clip_scores(t, [c for c, _ in r.saliency], clip_seconds) for r, t in labelled]
-        out.update({f"HL/{k}" if not k.startswith("HL") else k: v for k, v in highlight_metrics(hl, gts).items()})
+        gts = [full_video_saliency(records[i].duration, records[i].saliency, clip_seconds) for i in labelled]
+        hl = [_clip_scores(texts[i], g.shape[0], clip_seconds) for i, g in zip(labelled, gts)]
+        for name, min_score in HL_MIN_SCORES:
+            m = highlight_metrics(hl, gts, min_score=min_score)
+            if name == "VeryGood":
+                out.update({"HL-mAP": m["HL-mAP"], "HL-HIT@1": m["HL-HIT@1"],
+                            "HL/n": m["n"], "HL/parse_failures": m["parse_failures"]})
+            else:
+                out.update({f"HL-min-{name}/mAP": m["HL-mAP"], f"HL-min-{name}/HIT@1": m["HL-HIT@1"]})
     return {k: float(v) for k, v in out.items() if isinstance(v, (int, float, np.floating))}
 
 

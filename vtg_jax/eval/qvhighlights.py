@@ -24,14 +24,26 @@ Moment retrieval, per query with ranked predicted windows ``(start, end, score)`
 
 Differences from the reference script on malformed input only: it truncates to 10 windows in the
 given order and takes the first window for R1 (it assumes windows arrive sorted by score); we sort
-by score first. It pads/truncates a saliency vector of the wrong length; we raise ``ValueError``.
+by score first.
 
-``MR-R1@θ``: the highest-scoring prediction's IoU with its best-matching GT window is ``>= θ``.
+``MR-R1@θ`` (the official ``compute_mr_r1``): the highest-scoring prediction ``p`` picks the GT window
+``g`` with the highest IoU (``argmax``, first on ties), and the query counts if the *paired* IoU
+``max(0, min(e_p, e_g) - max(s_p, s_g)) / (max(e_p, e_g) - min(s_p, s_g))`` is ``>= θ`` (0 when that
+hull length is 0). For overlapping windows the hull equals ``len_p + len_g - inter`` in exact
+arithmetic, but not always in float64: ``(0, 1.3)`` against ``(0, 2.6)`` is ``1.3 / 2.6 = 0.5`` by the
+hull and ``0.4999999999999999`` by lengths, a hit at θ = 0.5 only with the official formula. (The AP
+above uses the length formula, as the official ``compute_temporal_iou_batch_cross`` does.)
 
-Highlight detection, per query with predicted clip saliency ``(C,)`` and GT scores ``(C, A)`` from
-A = 3 annotators on the 0–4 scale (0 for clips outside the relevant windows):
+Highlight detection, per query with predicted clip saliency ``(P,)`` and GT scores ``(C, A)`` from
+A = 3 annotators on the 0–4 scale over *every* clip of the video (0 for clips outside the relevant
+clips; see ``full_video_saliency``, the official ``mk_gt_scores``):
 
 * labels ``y[c, a] = gt[c, a] >= min_score`` with ``min_score`` 4 ("VeryGood"; 3 "Good", 2 "Fair").
+* A predicted vector of the wrong length is handled as the official ``compute_ap_from_tuple`` /
+  ``compute_hl_hit1`` do, not rejected: for AP it is cut to its first ``C`` entries (``P > C``) or
+  padded with zeros (``P < C``); HIT@1 takes ``argmax`` of the vector *as given*, and an index
+  ``>= C`` (a clip past the end of the video) is a miss. An empty vector, or one with NaN / inf, is a
+  parse failure (AP 0, no hit, counted); a vector that is not 1-D raises ``ValueError``.
 * ``HL-HIT@1``: clip ``c* = argmax(pred)`` (first on ties) is a hit if ``y[c*, a]`` for any annotator.
 * ``HL-mAP``: mean over queries and annotators of the ranking AP of ``pred`` against ``y[:, a]``.
   Ranking AP: clips are grouped by distinct predicted score (descending); at each group boundary
@@ -55,9 +67,55 @@ __all__ = [
     "moment_retrieval_metrics",
     "ranking_average_precision",
     "highlight_metrics",
+    "paired_temporal_iou",
+    "full_video_saliency",
+    "HL_MIN_SCORES",
 ]
 
 MR_IOU_THRESHOLDS: tuple[float, ...] = tuple(float(x) for x in np.round(np.linspace(0.5, 0.95, 10), 2))
+# The official saliency thresholds (``gt_saliency_score_min_list`` and their names).
+HL_MIN_SCORES: tuple[tuple[str, float], ...] = (("Fair", 2.0), ("Good", 3.0), ("VeryGood", 4.0))
+
+
+def paired_temporal_iou(pred: Any, gt: Any) -> np.ndarray:
+    """Row-wise IoU of ``pred`` (N, >=2) and ``gt`` (N, >=2) with the official R1 union: the hull
+    ``max(e_p, e_g) - min(s_p, s_g)`` (0 where the hull length is 0). Float64 (N,)."""
+    p = np.atleast_2d(np.asarray(pred, dtype=np.float64))[:, :2]
+    g = np.atleast_2d(np.asarray(gt, dtype=np.float64))[:, :2]
+    inter = np.maximum(0.0, np.minimum(p[:, 1], g[:, 1]) - np.maximum(p[:, 0], g[:, 0]))
+    hull = np.maximum(p[:, 1], g[:, 1]) - np.minimum(p[:, 0], g[:, 0])
+    return np.where(hull != 0, inter / np.where(hull != 0, hull, 1.0), 0.0)
+
+
+def full_video_saliency(duration: float, saliency: Sequence[Any] | None, clip_seconds: float = 2.0,
+                        num_annotators: int = 3) -> np.ndarray:
+    """GT saliency ``(C, A)`` over every clip of a video, as the official ``mk_gt_scores``.
+
+    ``C = int(duration / clip_seconds)`` (floor, as the official script: a 149 s video has 74 clips,
+    its last second is no clip); labelled clips ``(clip_id, (s_1, ..., s_A))`` get their scores, every
+    other clip 0. ``A`` comes from the labels (``num_annotators`` when there are none). A labelled
+    clip id ``>= C`` (where the official script raises ``IndexError``) extends ``C`` to that id + 1,
+    and a video shorter than one clip has one (the official script fails on 0 clips). Raises ``ValueError`` on a non-positive or non-finite duration, a negative clip id, ragged or
+    non-finite scores.
+    """
+    d = float(duration)
+    if not np.isfinite(d) or d <= 0 or not clip_seconds > 0:
+        raise ValueError(f"duration must be finite and > 0 (clip_seconds > 0), got {duration}, {clip_seconds}.")
+    pairs = list(saliency or ())
+    ids = np.asarray([int(c) for c, _ in pairs], dtype=np.int64)
+    try:
+        scores = np.asarray([list(sc) for _, sc in pairs], dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"saliency scores must be equal-length numeric rows: {e}") from None
+    if pairs and (scores.ndim != 2 or not np.all(np.isfinite(scores))):
+        raise ValueError(f"saliency scores must be finite equal-length rows, got shape {scores.shape}.")
+    if np.any(ids < 0):
+        raise ValueError(f"negative clip id in {ids.tolist()}.")
+    n_clips = max(int(d / clip_seconds), int(ids.max()) + 1 if ids.size else 1)
+    out = np.zeros((n_clips, scores.shape[1] if pairs else num_annotators))
+    if pairs:
+        out[ids] = scores
+    return out
 
 
 def interpolated_average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
@@ -145,7 +203,8 @@ def moment_retrieval_metrics(
       gt_windows: per query, an array-like (G >= 1, 2) of GT windows.
     Returns:
       ``MR-mAP`` (mean over ``iou_thresholds``), ``MR-mAP@θ`` per threshold, ``MR-R1@θ`` for
-      ``r1_thresholds``, ``n``, ``parse_failures`` and ``invalid_windows``.
+      ``r1_thresholds`` (paired IoU of the top window with its best GT window, see the module doc),
+      ``n``, ``parse_failures`` and ``invalid_windows``.
     """
     if len(pred_windows) != len(gt_windows):
         raise ValueError(f"{len(pred_windows)} predictions but {len(gt_windows)} ground truths.")
@@ -165,7 +224,8 @@ def moment_retrieval_metrics(
         ranked = _rank(pred_arr, max_pred_windows)
         aps[i] = detection_average_precision(ranked, gt_arr, iou_thresholds)
         if ranked.shape[0]:
-            top1_iou[i] = float(np.max(temporal_iou_matrix(ranked[:1, :2], gt_arr)))
+            best = int(np.argmax(temporal_iou_matrix(ranked[:1, :2], gt_arr)[0]))  # first on ties
+            top1_iou[i] = float(paired_temporal_iou(ranked[:1, :2], gt_arr[best:best + 1])[0])
     out: dict[str, float] = {"MR-mAP": float(np.mean(aps))}
     for t, thr in enumerate(iou_thresholds):
         out[_key("MR-mAP@", thr)] = float(np.mean(aps[:, t]))
@@ -207,8 +267,11 @@ def highlight_metrics(
     """QVHighlights HL-mAP and HL-HIT@1 at ``gt >= min_score`` (4 = "VeryGood").
 
     Args:
-      pred_saliency: per query, ``None`` (parse failure: AP 0, no hit) or (C,) predicted scores.
-      gt_saliency: per query, (C, A) annotator scores (A = 3 on QVHighlights), or (C,) for A = 1.
+      pred_saliency: per query, ``None`` (parse failure: AP 0, no hit) or a 1-D vector of predicted
+        clip scores, normally (C,); another length is cut / zero-padded as the official eval does
+        (see the module doc). Empty or non-finite vectors are parse failures; non-1-D raises.
+      gt_saliency: per query, (C, A) annotator scores over every clip (A = 3 on QVHighlights, see
+        ``full_video_saliency``), or (C,) for A = 1.
     """
     if len(pred_saliency) != len(gt_saliency):
         raise ValueError(f"{len(pred_saliency)} predictions but {len(gt_saliency)} ground truths.")
@@ -223,16 +286,20 @@ def highlight_metrics(
         if g.ndim != 2 or g.shape[0] == 0 or not np.all(np.isfinite(g)):
             raise ValueError(f"query {i}: GT saliency must be a finite (C >= 1, A) array, got shape {g.shape}.")
         labels = g >= min_score
-        p = None if pred is None else np.asarray(pred, dtype=np.float64).reshape(-1)
-        if p is None or not np.all(np.isfinite(p)):
+        p = None if pred is None else np.asarray(pred, dtype=np.float64)
+        if p is not None and p.ndim != 1:
+            raise ValueError(f"query {i}: predicted saliency must be a 1-D vector of clip scores, got shape {p.shape}.")
+        if p is None or p.size == 0 or not np.all(np.isfinite(p)):
             parse_failures += 1
             aps.extend([0.0] * g.shape[1])
             hits.append(0.0)
             continue
-        if p.shape[0] != g.shape[0]:
-            raise ValueError(f"query {i}: {p.shape[0]} predicted clip scores but {g.shape[0]} GT clips.")
-        hits.append(float(np.any(labels[int(np.argmax(p))])))
-        aps.extend(ranking_average_precision(labels[:, a], p) for a in range(g.shape[1]))
+        n_clips = g.shape[0]
+        top = int(np.argmax(p))  # on the vector as given: a top clip past the video's end is a miss
+        hits.append(float(top < n_clips and np.any(labels[top])))
+        ranked = np.zeros(n_clips)
+        ranked[:min(n_clips, p.size)] = p[:n_clips]  # cut or zero-pad to the video's clips
+        aps.extend(ranking_average_precision(labels[:, a], ranked) for a in range(g.shape[1]))
     return {
         "HL-mAP": float(np.mean(aps)),
         "HL-HIT@1": float(np.mean(hits)),

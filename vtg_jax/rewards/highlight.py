@@ -16,6 +16,9 @@ Definitions used here (the paper gives them in words; QVHighlights scores 2-seco
 Model output (App. E prompt): "The highlight timestamps are in the 82, 84, 86 seconds. Their
 saliency scores are 1.3, 1.7, 1.7". Numbers before the first "score" are timestamps, numbers after
 are scores; missing scores count as 0 (the paper's own example lists 10 timestamps, 9 scores).
+Numbers are read whole or not at all: ``1.5e1`` is 15; a minus sign attached to a number (``-5``,
+``−5`` with U+2212) or a number too large to be finite makes the answer unparsable (never 5 or a
+dropped entry). Commas separate the list's entries (``100,102,104`` is three timestamps).
 Unparsable output or an empty ground truth scores 0.
 """
 from __future__ import annotations
@@ -26,7 +29,8 @@ from typing import Sequence
 
 from vtg_jax.rewards.parse import last_tag_content
 
-_NUM_RE = re.compile(r"\d+(?:\.\d+)?")
+_NUM_RE = re.compile(r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_SIGNED_RE = re.compile("(?<![\\w.])[\\-\u2212\u2010\u2011\ufe63\uff0d]\\.?\\d")
 _SCORE_RE = re.compile(r"score", re.IGNORECASE)
 
 
@@ -37,9 +41,12 @@ def parse_highlight(text: str) -> tuple[list[float], list[float]] | None:
         region = text if region is None else region
         m = _SCORE_RE.search(region)
         head, tail = (region[: m.start()], region[m.end():]) if m else (region, "")
+        if _SIGNED_RE.search(region):
+            return None
         ts = [float(x) for x in _NUM_RE.findall(head)]
         scores = [float(x) for x in _NUM_RE.findall(tail)]
-        ts = [t for t in ts if math.isfinite(t)]
+        if not all(math.isfinite(x) for x in ts + scores):
+            return None
         return (ts, scores) if ts else None
     except Exception:  # noqa: BLE001
         return None
