@@ -13,6 +13,11 @@ from vtg_jax.data.datasets import DatasetFormatError, load_dataset
 from vtg_jax.data.records import GroundingRecord, clip_video_id, write_jsonl
 
 
+def _write_crlf_json(path, data, indent):
+    """A JSON file with Windows line endings, as several releases ship them."""
+    path.write_bytes(json.dumps(data, indent=indent).replace("\n", "\r\n").encode())
+
+
 def _crlf(path, lines):
     """Writes `lines` (dicts become JSON) with Windows line endings, as files edited on Windows have."""
     text = "".join((json.dumps(x) if isinstance(x, dict) else x) + "\r\n" for x in lines)
@@ -73,7 +78,7 @@ def test_timelens_100k_jsonl_crlf(tmp_path):
 def test_timelens_100k_json_list(tmp_path):
     data = [x for x in TIMELENS_100K if isinstance(x, dict)]
     path = tmp_path / "timelens-100k.json"
-    path.write_text(json.dumps(data, indent=2).replace("\n", "\r\n"))
+    _write_crlf_json(path, data, indent=2)
     records, stats = load_dataset("timelens", path)
     # The same records; positions shift by the missing broken line ("zz9#1" stays, "nan" is entry 3).
     assert [r.qid for r in records] == ["Qx1_abc#0#0", "Qx1_abc#0#1", "zz9#1#0", "zz9#1#3"]
@@ -84,7 +89,7 @@ def test_timelens_bench_grouped_crlf(tmp_path):
     bench = {"AO8RW": {"duration": 33.67, "queries": ["a person opens the door. ", "person sits down ."],
                        "spans": [[0.0, 6.9], [40.0, 30.0]]}}
     path = tmp_path / "charades-timelens.json"
-    path.write_bytes(json.dumps(bench, indent=1).replace("\n", "\r\n").encode())
+    _write_crlf_json(path, bench, indent=1)
     records, stats = load_dataset("timelens", path)
     _check(records, stats)
     assert [(r.qid, r.query, r.spans) for r in records] == [
@@ -169,7 +174,7 @@ TIME_R1 = [
 
 def test_time_r1_with_and_without_clip_windows(tmp_path):
     path = tmp_path / "train_2k5.json"
-    path.write_bytes(json.dumps(TIME_R1, indent=4).replace("\n", "\r\n").encode())
+    _write_crlf_json(path, TIME_R1, indent=4)
     records, stats = load_dataset("time_r1", path, durations={"openend": 60.0})
     _check(records, stats)
     got = [(r.qid, r.video_id, r.clip, r.duration, r.spans, r.query) for r in records]
@@ -235,7 +240,7 @@ def test_activitynet_captions_crlf(tmp_path):
                                             " She then begins dancing around.", "She ends by reversing.  "]},
             "v_reversed": {"duration": 10.0, "timestamps": [[8.0, 2.0]], "sentences": ["Backwards."]}}
     path = tmp_path / "val_1.json"
-    path.write_bytes(json.dumps(data, indent=2).replace("\n", "\r\n").encode())
+    _write_crlf_json(path, data, indent=2)
     records, stats = load_dataset("activitynet", path)
     _check(records, stats)
     assert [(r.qid, r.query, r.spans) for r in records] == [
