@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from vtg_jax.data import extract as E
+from vtg_jax.data import worker_pool
 from vtg_jax.data import synthetic as S
 from vtg_jax.data import video as V
 from vtg_jax.data.frame_store import FrameStore
@@ -210,7 +211,7 @@ def _crashy(task):
 def test_worker_crash_is_isolated_and_recorded():
     results = {}
     tasks = [("a",), ("crash",), ("b",), ("c",)]
-    E._run_parallel(tasks, 2, "spawn", lambda t, r: results.__setitem__(t[0], r), work=_crashy)
+    worker_pool.run_tasks(tasks, 2, "spawn", lambda t, r: results.__setitem__(t[0], r), work=_crashy)
     assert results["crash"][0] == "error" and "crashed" in results["crash"][1]
     assert all(results[k] == ("ok", {"video_id": k}) for k in "abc")
 

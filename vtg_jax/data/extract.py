@@ -2,7 +2,8 @@
 
   python -m vtg_jax.data.extract --videos DIR|GLOB|LIST.txt --out STORE --family qwen2_5_vl \
       [--sampling qwen_vl_utils|transformers] [--fps 2 | --nframes 64] [--min_frames 4 --max_frames 768] \
-      [--min_pixels N --max_pixels N --total_pixels N] [--workers 4]
+      [--min_pixels N --max_pixels N --total_pixels N] [--workers 4] [--timeout_s 600] \
+      [--min_decoded_fraction 0.9] [--chunk_frames 4]
   python -m vtg_jax.data.extract --records train.json --dataset time_r1 --video_dir VIDEOS --out STORE ...
 
 Frames are picked and sized by `frame_sampling.py`: by default exactly as `qwen-vl-utils`'
@@ -16,32 +17,65 @@ values; extracting into a store made with other settings is refused. The store l
 in frame_store.py.
 
 The run is meant to survive bad data: a missing, empty, corrupt or too-short video is written to
-errors.jsonl with the reason and the run goes on; a decoder crash in a worker process is retried in
-isolation and recorded the same way. Videos already in the manifest are skipped, so an interrupted
-run resumes where it stopped (failed videos are retried).
+errors.jsonl with the reason and the run goes on. Videos already in the manifest are skipped, so an
+interrupted run resumes where it stopped (failed videos are retried). Each video's cost is bounded:
+
+* Time: videos are decoded in worker processes (`worker_pool.py`) that take one video at a time; a
+  video still decoding after --timeout_s (default 600 s; 0 = no limit) has its worker killed and
+  replaced and is recorded as "timed out after 600 s decoding"; a worker that crashes (a decoder
+  segfault) takes only its own video down ("worker process crashed while decoding"). --workers 0
+  means one such worker; only --workers 0 --timeout_s 0 decodes in this process (no limit, a crash
+  ends the run: for debugging).
+* Memory: the sampled frames are decoded --chunk_frames (default 4) at a time (`decode.py`) and each
+  chunk is resized as it arrives into an array of the output size, so our own share is the output plus
+  a chunk of source frames whatever the source resolution (768 frames of a 4K video decoded at once
+  took 19 GB, twice over). The frames are bit for bit those of one batch decode. decord adds its own
+  working set: its decoder thread runs ahead of the frames asked for, and decodes as far as it has read
+  ahead (tens of source frames; a few hundred when every frame is sampled and decoding outpaces
+  resizing).
+
+Cut-off videos (an interrupted download or copy; late frames that do not decode) keep the frames that
+decode from the start when those cover at least --min_decoded_fraction (default 0.9) of the video, or
+of its clip window: sampling is planned again over that prefix as if the video ended there (indices,
+timestamps and duration are the prefix's), the manifest entry gets `truncated` = {decoded_frames,
+source_frames, kept_fraction, cause} (null for whole videos), and a line goes to warnings.jsonl;
+errors.jsonl stays a list of failed videos only. Below the fraction the video is an error that says
+how much decoded. An mp4/mov file's sample tables tell what is missing (`mp4_index.py`); decord cannot
+open a file cut inside a frame, so the whole frames before the cut are decoded from a copy in
+STORE/tmp/. Other containers cut between frames look complete to the decoder and are kept as shorter
+videos. Frames that fail to decode in a file whose container is whole are found by reading on from
+the last good sampled frame; decord's error can surface as far before the bad frame as its decoder
+has read ahead, so those frames are dropped too.
+
+Error reasons are meant to be read: FFmpeg's codes in decoder messages are named ("decoder error:
+Invalid data found when processing input (av_read_frame failed with 1094995529)", `ffmpeg_errors.py`),
+and an mp4 cut before its index (moov box) is reported as such.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import glob
 import hashlib
 import json
-import multiprocessing
 import os
 import re
+import shutil
 import time
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
+from vtg_jax.data.decode import (ChunkFailed, VideoError, decode_resized, first_undecodable, frames_duration,
+                                 kept_fraction, open_reader, whole_samples)
+from vtg_jax.data.ffmpeg_errors import describe_decoder_error
 from vtg_jax.data.frame_sampling import RULES, SamplingConfig, plan_frames
-from vtg_jax.data.frame_store import ERRORS, MANIFEST, STORE_INFO, array_spec, read_manifest
-from vtg_jax.data.video import family_spec, resize_frames
+from vtg_jax.data.frame_store import ERRORS, MANIFEST, STORE_INFO, WARNINGS, array_spec, read_manifest
+from vtg_jax.data.mp4_index import read_index
+from vtg_jax.data.video import family_spec
+from vtg_jax.data.worker_pool import run_tasks
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
-
-
-class VideoError(ValueError):
-    """A per-video problem whose message is the whole reason (no exception type prefix needed)."""
+DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_CHUNK_FRAMES = 4
+DEFAULT_MIN_DECODED_FRACTION = 0.9
+TMP_DIR = "tmp"  # in the store: copies of cut-off videos while they are decoded
 
 
 def list_videos(spec: str | Sequence[str]) -> list[tuple[str, str]]:
@@ -72,10 +106,11 @@ def array_key(video_id: str) -> str:
 
 
 def extract_one(video_id: str, path: str, out: str, family: str, sampling: SamplingConfig,
-                window: Optional[tuple[float, float]] = None) -> dict[str, Any]:
+                window: Optional[tuple[float, float]] = None, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+                min_decoded_fraction: float = DEFAULT_MIN_DECODED_FRACTION) -> dict[str, Any]:
     """Decodes, samples, resizes and writes one video (or its `window` in seconds); returns its
-    manifest entry. Raises on bad input."""
-    import decord
+    manifest entry. Raises on bad input. A video whose end is missing or does not decode keeps its
+    decodable start when that covers `min_decoded_fraction` of it (see the module docstring)."""
     import numpy as np
     import tensorstore as ts
 
@@ -83,19 +118,40 @@ def extract_one(video_id: str, path: str, out: str, family: str, sampling: Sampl
         raise VideoError("missing file")
     if os.path.getsize(path) == 0:
         raise VideoError("empty file (0 bytes)")
-    vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-    total, src_fps = len(vr), float(vr.get_avg_fps())
-    if total <= 0:
-        raise VideoError("zero-length video (no frames)")
-    pts = np.asarray(vr.get_frame_timestamp(list(range(total))), np.float64)[:, 0]
-    h0, w0 = (int(x) for x in vr[0].shape[:2])
-    plan = plan_frames(sampling, family, total, src_fps, h0, w0, pts=pts, window=window)
+    index = read_index(path)
+    with whole_samples(path, index, os.path.join(out, TMP_DIR)) as readable:
+        vr = open_reader(readable, index)
+        total, src_fps = len(vr), float(vr.get_avg_fps())
+        if total <= 0:
+            raise VideoError("zero-length video (no frames)")
+        pts = np.asarray(vr.get_frame_timestamp(list(range(total))), np.float64)[:, 0]
+        h0, w0 = (int(x) for x in vr[0].shape[:2])  # one frame at source size: decord has no cheaper way
+        # A file cut short: its own tables know the frames and seconds it had; decord sees only what is left.
+        cut_short = index is not None and index.missing_samples and index.video is not None
+        source_frames = max(total, len(index.video.sizes)) if cut_short else total
+        source_seconds = ((index.video.seconds or source_frames / src_fps) if cut_short
+                          else frames_duration(pts, src_fps))
+        decodable, cause, kept = total, "the file ends early", 1.0
+        while True:  # each failure shortens the decodable prefix, so this ends
+            if decodable < source_frames:
+                kept_seconds = frames_duration(pts[:decodable], src_fps)
+                kept = kept_fraction(kept_seconds, source_seconds, window)
+                if kept < min_decoded_fraction:
+                    raise VideoError(f"no frame decodes: {cause}" if decodable == 0 else (
+                        f"truncated video: only the first {kept_seconds:.2f} s of {source_seconds:.2f} s decode "
+                        f"({decodable} of {source_frames} frames, {kept:.1%} of the {'clip' if window else 'video'}, "
+                        f"below min_decoded_fraction {min_decoded_fraction:g}): {cause}"))
+            plan = plan_frames(sampling, family, decodable, src_fps, h0, w0, pts=pts[:decodable], window=window)
+            try:
+                frames = decode_resized(vr, plan.indices, plan.size, chunk_frames)
+                break
+            except ChunkFailed as e:
+                cause = describe_decoder_error(e.__cause__)
+                # decord's decoder thread keeps an error and fails later reads too: fresh readers from here
+                decodable = first_undecodable(open_reader(readable, index), e.good, e.bad)
+                vr = open_reader(readable, index)
     idx = plan.indices
-    frames = vr.get_batch(idx.tolist()).asnumpy()
-    if frames.ndim != 4 or frames.shape[0] != len(idx) or frames.shape[-1] != 3:
-        raise VideoError(f"decoder returned frames of shape {frames.shape} for {len(idx)} indices")
     h, w = plan.size
-    frames = resize_frames(np.ascontiguousarray(frames, np.uint8), h, w)
     key = array_key(video_id)
     t = len(idx)
     codecs = [{"name": "sharding_indexed", "configuration": {
@@ -107,24 +163,31 @@ def extract_one(video_id: str, path: str, out: str, family: str, sampling: Sampl
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [t, h, w, 3]}},
         "attributes": {"video_id": video_id, "family": family}})
     ts.open(spec).result().write(frames).result()
-    video_seconds = float(pts[-1] - pts[0]) + 1.0 / src_fps if plan.variable_frame_rate else total / src_fps
+    video_seconds = frames_duration(pts[:decodable], src_fps)
     return {
         "video_id": video_id, "key": key, "path": path, "family": family, "sampling": sampling.rule,
-        "fps": sampling.fps, "sample_fps": plan.sample_fps, "source_fps": src_fps, "num_source_frames": total,
+        "fps": sampling.fps, "sample_fps": plan.sample_fps, "source_fps": src_fps, "num_source_frames": decodable,
         "variable_frame_rate": plan.variable_frame_rate,
         "duration": video_seconds if window is None else min(window[1], video_seconds) - window[0],
         "clip": None if window is None else [float(window[0]), float(window[1])],
         "frame_indices": idx.tolist(), "timestamps": plan.timestamps.tolist(), "shape": [t, h, w, 3],
         "source_shape": [h0, w0],
+        "truncated": None if decodable == source_frames else {
+            "decoded_frames": decodable, "source_frames": source_frames, "kept_fraction": round(kept, 4),
+            "cause": cause},
     }
 
 
-def _work(task: tuple) -> tuple[str, Any]:
-    """Worker entry point: never raises for bad input; returns ("ok", entry) or ("error", reason)."""
+def extract_task(task: tuple) -> tuple[str, Any]:
+    """`extract_one(*task)` as a worker's task (module-level, so 'spawn' can pickle it): never raises for
+    bad input; returns ("ok", entry) or ("error", reason)."""
     try:
         return "ok", extract_one(*task)
+    except VideoError as e:
+        return "error", str(e)
     except Exception as e:  # noqa: BLE001 - any decoder/IO failure is a per-video error, not a run failure
-        return "error", str(e) if isinstance(e, VideoError) else f"{type(e).__name__}: {e}"
+        from_decoder = type(e).__module__.startswith("decord")
+        return "error", describe_decoder_error(e) if from_decoder else f"{type(e).__name__}: {e}"
 
 
 def _check_store(out: str, info: dict[str, Any]) -> None:
@@ -139,38 +202,6 @@ def _check_store(out: str, info: dict[str, Any]) -> None:
     else:
         with open(path, "w") as f:
             json.dump(info, f, indent=1)
-
-
-def _pool_works(ctx) -> bool:
-    """Whether a fresh worker can run a no-op: tells a broken environment from one crashing video."""
-    try:
-        with cf.ProcessPoolExecutor(1, mp_context=ctx) as ex:
-            return ex.submit(os.getpid).result() > 0
-    except BrokenProcessPool:
-        return False
-
-
-def _run_parallel(tasks: list[tuple], workers: int, start_method: str, done: Callable[[tuple, tuple], None],
-                  work: Callable[[tuple], tuple] = _work) -> None:
-    """Runs `work` over tasks in a process pool; a pool broken by a crashing task is recovered."""
-    ctx = multiprocessing.get_context(start_method)
-    suspects: list[tuple] = []
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx) as ex:
-        futs = {ex.submit(work, t): t for t in tasks}
-        for fut in cf.as_completed(futs):
-            try:
-                done(futs[fut], fut.result())
-            except BrokenProcessPool:  # a worker died (e.g. a decoder segfault): find the culprit alone
-                suspects.append(futs[fut])
-    if suspects and not _pool_works(ctx):
-        raise RuntimeError(f"worker processes cannot run at all ({start_method!r} start); rerun with --workers 0 to "
-                           "see why (with 'spawn' the calling script needs an `if __name__ == '__main__':` guard)")
-    for task in suspects:
-        with cf.ProcessPoolExecutor(1, mp_context=ctx) as ex:
-            try:
-                done(task, ex.submit(work, task).result())
-            except BrokenProcessPool:
-                done(task, ("error", "worker process crashed while decoding"))
 
 
 def videos_from_records(records: Sequence[Any], video_dir: str) -> list[tuple[str, str, Optional[tuple]]]:
@@ -196,12 +227,17 @@ def videos_from_records(records: Sequence[Any], video_dir: str) -> list[tuple[st
 def extract(videos: str | Sequence[Any], out: str, *, family: str, sampling: str = "qwen_vl_utils",
             fps: float = 2.0, nframes: int = 0, min_pixels: int | None = None, max_pixels: int | None = None,
             total_pixels: float | None = None, min_frames: int = 4, max_frames: int = 768,
-            workers: int = 0, start_method: str = "spawn", progress: bool = True) -> dict[str, int]:
+            workers: int = 0, start_method: str = "spawn", timeout_s: float = DEFAULT_TIMEOUT_S,
+            chunk_frames: int = DEFAULT_CHUNK_FRAMES, min_decoded_fraction: float = DEFAULT_MIN_DECODED_FRACTION,
+            progress: bool = True) -> dict[str, int]:
     """Extracts every video into the store at `out`; returns counts {total, done, skipped, errors}.
 
     `videos`: what `list_videos` takes, or (video_id, path, window) triples (`videos_from_records`).
     The sampling knobs are those of `frame_sampling.SamplingConfig` (None: the rule's default).
-    workers=0 runs in this process (a decoder crash then ends the run); workers>0 uses a process pool.
+    Videos are decoded in max(workers, 1) worker processes, each video killed after `timeout_s` seconds
+    (0: no limit); workers=0 with timeout_s=0 decodes in this process (a decoder crash then ends the run).
+    `chunk_frames` and `min_decoded_fraction`: see `extract_one`. Videos kept although cut short are
+    counted as done and listed in warnings.jsonl.
     """
     family_spec(family)
     cfg = SamplingConfig(rule=sampling, fps=float(fps), nframes=int(nframes or 0), min_frames=int(min_frames),
@@ -219,12 +255,17 @@ def extract(videos: str | Sequence[Any], out: str, *, family: str, sampling: str
     stats = {"total": len(items), "done": 0, "skipped": 0, "errors": 0}
     todo, seen = [], {}
     errors_f = open(os.path.join(out, ERRORS), "a")
+    warnings_f = open(os.path.join(out, WARNINGS), "a")
     manifest_f = open(os.path.join(out, MANIFEST), "a")
+    warned = 0
+
+    def write_line(f: Any, vid: str, path: str, reason: str) -> None:
+        f.write(json.dumps({"video_id": vid, "path": path, "reason": reason, "family": family,
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        f.flush()
 
     def record_error(vid: str, path: str, reason: str) -> None:
-        errors_f.write(json.dumps({"video_id": vid, "path": path, "reason": reason, "family": family,
-                                   "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
-        errors_f.flush()
+        write_line(errors_f, vid, path, reason)
         stats["errors"] += 1
 
     for vid, path, window in items:
@@ -233,7 +274,7 @@ def extract(videos: str | Sequence[Any], out: str, *, family: str, sampling: str
         elif vid in finished:
             stats["skipped"] += 1
         else:
-            todo.append((vid, path, out, family, cfg, window))
+            todo.append((vid, path, out, family, cfg, window, int(chunk_frames), float(min_decoded_fraction)))
         seen.setdefault(vid, path)
     bar = None
     if progress and todo:
@@ -242,28 +283,37 @@ def extract(videos: str | Sequence[Any], out: str, *, family: str, sampling: str
         bar = tqdm(total=len(todo), desc=f"extract {family}", unit="video")
 
     def done(task: tuple, result: tuple) -> None:
+        nonlocal warned
         status, payload = result
         if status == "ok":
             manifest_f.write(json.dumps(payload) + "\n")
             manifest_f.flush()
             stats["done"] += 1
+            cut = payload.get("truncated")
+            if cut:
+                write_line(warnings_f, task[0], task[1], (
+                    f"truncated video: kept the first {cut['decoded_frames']} of {cut['source_frames']} frames "
+                    f"({cut['kept_fraction']:.1%} of the {'clip' if payload['clip'] else 'video'}): {cut['cause']}"))
+                warned += 1
         else:
             record_error(task[0], task[1], payload)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(errors=stats["errors"])
+            bar.set_postfix(errors=stats["errors"], truncated=warned)
 
     try:
-        if workers > 0 and len(todo) > 1:
-            _run_parallel(todo, workers, start_method, done)
+        if timeout_s > 0 or (workers > 0 and len(todo) > 1):
+            run_tasks(todo, max(1, workers), start_method, done, extract_task, timeout_s=float(timeout_s))
         else:
             for task in todo:
-                done(task, _work(task))
+                done(task, extract_task(task))
     finally:
         manifest_f.close()
         errors_f.close()
+        warnings_f.close()
         if bar is not None:
             bar.close()
+        shutil.rmtree(os.path.join(out, TMP_DIR), ignore_errors=True)  # copies left by killed workers
     return stats
 
 
@@ -286,7 +336,8 @@ def main(argv: Sequence[str]) -> None:
     stats = extract(videos, f.out, family=f.family, sampling=f.sampling, fps=f.fps, nframes=f.nframes,
                     min_pixels=f.min_pixels, max_pixels=f.max_pixels, total_pixels=f.total_pixels,
                     min_frames=f.min_frames, max_frames=f.max_frames, workers=f.workers,
-                    start_method=f.start_method)
+                    start_method=f.start_method, timeout_s=f.timeout_s, chunk_frames=f.chunk_frames,
+                    min_decoded_fraction=f.min_decoded_fraction)
     print(json.dumps(stats))
 
 
@@ -311,8 +362,13 @@ def _define_flags() -> None:
     flags.DEFINE_float("total_pixels", None, "qwen_vl_utils: budget of the whole clip (default 128000*factor^2*0.9)")
     flags.DEFINE_integer("min_frames", 4, "frame-count clamp minimum")
     flags.DEFINE_integer("max_frames", 768, "frame-count clamp maximum")
-    flags.DEFINE_integer("workers", 0, "worker processes (0: decode in this process)")
+    flags.DEFINE_integer("workers", 0, "worker processes (0: one; in this process if --timeout_s is 0 too)")
     flags.DEFINE_enum("start_method", "spawn", ["spawn", "forkserver", "fork"], "multiprocessing start method")
+    flags.DEFINE_float("timeout_s", DEFAULT_TIMEOUT_S, "seconds one video may take before its worker is killed "
+                       "and the video recorded as an error (0: no limit)")
+    flags.DEFINE_integer("chunk_frames", DEFAULT_CHUNK_FRAMES, "frames decoded at source resolution at a time")
+    flags.DEFINE_float("min_decoded_fraction", DEFAULT_MIN_DECODED_FRACTION,
+                       "a cut-off video is kept if its decodable start covers this fraction of it")
 
 
 if __name__ == "__main__":

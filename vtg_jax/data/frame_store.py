@@ -9,8 +9,12 @@ Layout of a store directory:
                       represent: Qwen2.5's second_per_grid_ts), source_fps (average), num_source_frames,
                       variable_frame_rate, duration, clip ([start, end] s of the source, or null),
                       frame_indices, timestamps (seconds from the clip start: index / source_fps, or the
-                      decoder's presentation times on a variable-frame-rate video), shape [T, H, W, 3]
+                      decoder's presentation times on a variable-frame-rate video), shape [T, H, W, 3],
+                      truncated (null, or for a cut-off video kept from its decodable start:
+                      decoded_frames, source_frames, kept_fraction, cause; num_source_frames and
+                      duration are then the decodable start's)
   errors.jsonl        one line per video that failed: video_id, path, reason
+  warnings.jsonl      one line per video kept although cut short (same fields; it is in the manifest)
   frames/<key>/       one zarr3 array per video, uint8 [T, H, W, 3]: one shard file per video holding
                       per-frame chunks (zstd)
 
@@ -33,6 +37,7 @@ import numpy as np
 
 MANIFEST = "manifest.jsonl"
 ERRORS = "errors.jsonl"
+WARNINGS = "warnings.jsonl"
 STORE_INFO = "store.json"
 FRAMES_DIR = "frames"
 
