@@ -11,6 +11,8 @@ Configs are locked: a misspelled `--config.key` fails with the valid keys. `--in
 `config.model.init_from` (an HF directory or one of our run workdirs). Without `--config` this prints
 what is built and runs a one-screen smoke check of the math library and the tiny models.
 """
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -49,14 +51,21 @@ def main(argv):
     from vtg_jax.train.pipeline import pipeline_report, run_pipeline
     from vtg_jax.train.select import run_selection, selection_report
 
-    if pipeline:
-        print(pipeline_report(run_pipeline(config, _WORKDIR.value)))
-    elif config.algorithm == "select":
-        print(selection_report(run_selection(config, _WORKDIR.value)))
-    elif config.algorithm == "eval":
-        print(report.eval_table(evaluate_checkpoint(config, _WORKDIR.value)))
-    else:
-        print(report.run_report(train(config, _WORKDIR.value), config, _WORKDIR.value))
+    from vtg_jax.train.loop import ResumeConfigChanged, RunFailed
+    from vtg_jax.train.workdir_lock import WorkdirBusy, WorkdirLock
+
+    try:
+        with WorkdirLock(_WORKDIR.value):  # one run per workdir, whatever the job
+            if pipeline:
+                print(pipeline_report(run_pipeline(config, _WORKDIR.value)))
+            elif config.algorithm == "select":
+                print(selection_report(run_selection(config, _WORKDIR.value)))
+            elif config.algorithm == "eval":
+                print(report.eval_table(evaluate_checkpoint(config, _WORKDIR.value)))
+            else:
+                print(report.run_report(train(config, _WORKDIR.value), config, _WORKDIR.value))
+    except (WorkdirBusy, ResumeConfigChanged, RunFailed) as e:  # already explained: no traceback
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -255,3 +255,111 @@ def test_ckpt_export_hf(tmp_path):
     back = from_pretrained(str(tmp_path / "hf"))
     a, b = nnx.state(model, nnx.Param), nnx.state(back, nnx.Param)
     assert jax.tree.all(jax.tree.map(lambda x, y: bool(np.array_equal(np.asarray(x), np.asarray(y))), a, b))
+
+
+# ------------------------------------------------------------------------------ verified restores
+def _flip_bytes(path: Path, n: int = 64) -> None:
+    """Inverts `n` bytes in the middle of a file, keeping its size (silent storage corruption)."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + n] = bytes(b ^ 0xFF for b in data[mid:mid + n])
+    path.write_bytes(bytes(data))
+
+
+def _largest_data_file(step_dir: Path) -> Path:
+    return max((f for f in step_dir.rglob("d/*") if f.is_file()), key=lambda f: f.stat().st_size)
+
+
+def _random_tree(seed: int) -> dict:
+    """Incompressible arrays, so their chunks are stored raw and flipped bytes decode silently."""
+    k = jax.random.split(jax.random.key(seed))
+    return {"w": jax.random.normal(k[0], (512, 512)), "m": jax.random.normal(k[1], (256,)),
+            "n": jnp.array(seed, jnp.int32)}
+
+
+def test_ckpt_flipped_bytes_fail_their_checksums_and_fall_back(tmp_path, caplog):
+    """64 inverted bytes inside step 2's array data (same file size) decode without error; the
+    checksums saved with the step catch them, step 1 is restored and step 2 moved aside."""
+    ck = Checkpointer(str(tmp_path), save_every_n_steps=1, async_save=False)
+    t1, t2 = _random_tree(1), _random_tree(2)
+    ck.save(1, t1, loader_state={"pos": 1})
+    ck.save(2, t2, loader_state={"pos": 2})
+    _flip_bytes(_largest_data_file(tmp_path / "2"))
+    with caplog.at_level(logging.WARNING):
+        restored, loader, _, step = ck.restore(target_abstract_state=abstract_like(t1))
+    assert (step, loader) == (1, {"pos": 1})
+    assert_bitwise(t1, restored)
+    assert "differ from the checksums saved with them" in caplog.text and "['w']" in caplog.text
+    assert ck.all_steps() == [1] and len(list(tmp_path.glob("2.corrupt-*"))) == 1
+    ck.close()
+
+
+def test_ckpt_stale_arrays_of_another_step_fail_verification(tmp_path):
+    """Step 2's array directory replaced by step 1's (a stale copy, a swapped file): everything
+    reads, nothing matches step 2's checksums. Asked for explicitly, the step raises."""
+    from vtg_jax.train.checkpoint import CheckpointCorrupt
+    import shutil
+
+    ck = Checkpointer(str(tmp_path), save_every_n_steps=1, async_save=False)
+    t1, t2 = _random_tree(1), _random_tree(2)
+    ck.save(1, t1)
+    ck.save(2, t2)
+    shutil.rmtree(tmp_path / "2" / "state")
+    shutil.copytree(tmp_path / "1" / "state", tmp_path / "2" / "state")
+    with pytest.raises(CheckpointCorrupt, match=r"3 array\(s\) differ"):
+        ck.restore(2, target_abstract_state=abstract_like(t1))
+    assert ck.restore(target_abstract_state=abstract_like(t1))[3] == 1
+    ck.close()
+
+
+def test_ckpt_validate_rejects_a_step_and_unverified_old_steps_restore(tmp_path, caplog):
+    """A restored state the caller's `validate` rejects counts as corrupt (fall back, move aside);
+    a step saved without checksums (an older vtg_jax) restores with a warning."""
+    import json as json_lib
+
+    ck = Checkpointer(str(tmp_path), save_every_n_steps=1, async_save=False)
+    t1, t2 = _random_tree(1), _random_tree(2)
+    ck.save(1, t1)
+    ck.save(2, jax.tree.map(lambda x: x, t2))
+
+    def no_step_two(tree):
+        if int(tree["n"]) == 2:
+            raise ValueError("step two is not wanted")
+
+    with caplog.at_level(logging.WARNING):
+        assert ck.restore(target_abstract_state=abstract_like(t1), validate=no_step_two)[3] == 1
+    assert "step two is not wanted" in caplog.text
+    meta = next((tmp_path / "1" / "meta").glob("*"))
+    if meta.is_dir():
+        meta = next(f for f in meta.rglob("*") if f.is_file())
+    data = json_lib.loads(meta.read_text())
+    del data["checksums"]
+    meta.write_text(json_lib.dumps(data))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        restored = ck.restore(target_abstract_state=abstract_like(t1))[0]
+    assert_bitwise(t1, restored)
+    assert "has no checksums" in caplog.text
+    ck.close()
+
+
+def test_ckpt_failed_async_save_raises_once_at_the_next_save(tmp_path, monkeypatch, caplog):
+    """A save whose background write fails surfaces as one CheckpointSaveError at the next `save`,
+    naming the cause; Orbax's per-thread error logs after the first are counted, not printed."""
+    from vtg_jax.train.checkpoint import CheckpointSaveError
+    import orbax.checkpoint as ocp
+
+    ck = Checkpointer(str(tmp_path), save_every_n_steps=1, async_save=True)
+    real = ocp.CheckpointManager.save
+
+    def failing_save(self, step, *a, **k):
+        if step == 2:
+            raise OSError(28, "No space left on device")
+        return real(self, step, *a, **k)
+
+    ck.save(1, _random_tree(1))
+    monkeypatch.setattr(ocp.CheckpointManager, "save", failing_save)
+    with pytest.raises(CheckpointSaveError, match="No space left on device"):
+        ck.save(2, _random_tree(2))
+    ck.abandon()
+    assert Checkpointer(str(tmp_path), save_every_n_steps=1).all_steps() == [1]

@@ -7,7 +7,14 @@ reshards on read). Per step directory (`workdir/<step>/`):
 
     state/   Orbax StandardSave of the pytree (OCDBT, every process writes its own shards)
     loader/  process_<i>-of-<n>.json: each process's Grain iterator state (each reads its own shard)
-    meta/    JSON: step, wall time, the run config and the caller's `extra`
+    meta/    JSON: step, wall time, the run config, the caller's `extra` and a checksum of every array
+
+Verified restores: `save` records each array's content checksum (`integrity.tree_checksums`, computed
+on device) in meta/, which Orbax commits in the same atomic rename as the arrays. `restore` recomputes
+them on the restored arrays and treats a mismatch (flipped bits in a data file of the same size, a
+stale or swapped file) like an unreadable step; so does a restored state the caller's `validate`
+rejects (e.g. non-finite parameters). Checkpoints written before checksums existed restore with a
+warning that they are not verified.
 
 Saves are asynchronous: `save` returns once arrays are copied to host (so the step may donate its
 buffers right after); `wait_until_finished()` must run before the process exits.
@@ -22,6 +29,10 @@ reported and cleaned. A finalised step that does not restore (truncated files, a
 directory) is skipped with a warning in favour of the previous one and then moved aside to
 `<step>.corrupt-<time>` (only once an older step restored with the same target, so a wrong target
 raises instead of discarding good checkpoints).
+
+A failed asynchronous save (a full disk, a revoked bucket) surfaces at the next `save` or
+`check_for_errors()` as one `CheckpointSaveError` naming the cause; the hundreds of lines Orbax's
+writer threads would log for it are cut to the first (`_OneStorageError`). The loop then stops.
 """
 from __future__ import annotations
 
@@ -31,7 +42,7 @@ import logging
 import signal
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -39,10 +50,56 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from vtg_jax.train.integrity import checksum_mismatches, tree_checksums
+
 log = logging.getLogger(__name__)
 
 _STATE, _LOADER, _META = "state", "loader", "meta"
 _TMP_MARK = ".orbax-checkpoint-tmp"
+
+
+class CheckpointCorrupt(ValueError):
+    """A step that restored but does not verify (checksum mismatch, or rejected by `validate`)."""
+
+
+class CheckpointSaveError(RuntimeError):
+    """An asynchronous save failed after `save` returned (reported at the next boundary)."""
+
+
+class _OneStorageError(logging.Filter):
+    """Lets the first error Orbax logs from its save threads through and counts the rest.
+
+    Why: one failed save (a full disk) makes Orbax log an error from each of its writer threads and
+    asyncio a "Task exception was never retrieved" traceback for every array being written: hundreds
+    of lines for one cause, which the Checkpointer reports once as `CheckpointSaveError` anyway."""
+
+    _LOGGERS = ("absl", "asyncio")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        text = record.getMessage() if record.name == "asyncio" else record.pathname
+        if "orbax" not in text:
+            return True
+        if not self.seen:
+            self.seen = True
+            record.exc_info, record.exc_text = None, None  # the message names the cause; the loop reports it
+            return True
+        self.suppressed += 1
+        return False
+
+    def install(self) -> None:
+        for name in self._LOGGERS:
+            logging.getLogger(name).addFilter(self)
+
+    def uninstall(self) -> None:
+        for name in self._LOGGERS:
+            logging.getLogger(name).removeFilter(self)
 
 
 class _LoaderStateHandler(ocp.CheckpointHandler):
@@ -104,7 +161,7 @@ def abstract_like(tree: Any, shardings: Any = None) -> Any:
                         is_leaf=lambda s: s is None or isinstance(s, jax.sharding.Sharding))
 
 
-def _jsonable_config(config: Any) -> Any:
+def jsonable_config(config: Any) -> Any:
     """An ml_collections ConfigDict / dataclass / mapping as plain JSON (unknown leaves as strings)."""
     if config is None:
         return None
@@ -136,7 +193,7 @@ class Checkpointer:
         if keep_last is not None and keep_last < 1:
             raise ValueError(f"keep_last must be >= 1 or None (keep all), got {keep_last}")
         self.workdir = epath.Path(workdir)
-        self._config = _jsonable_config(config)
+        self._config = jsonable_config(config)
         self._report_interrupted_saves()
         options = ocp.CheckpointManagerOptions(
             save_decision_policy=ocm.AnySavePolicy([ocm.FixedIntervalPolicy(save_every_n_steps),
@@ -145,6 +202,8 @@ class Checkpointer:
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,
         )
+        self._quiet = _OneStorageError()
+        self._quiet.install()
         self._mngr = ocp.CheckpointManager(self.workdir, options=options, item_names=(_STATE, _LOADER, _META))
         self._stop = threading.Event()
         self._stopping = False
@@ -156,20 +215,50 @@ class Checkpointer:
         """Starts a save when `step` is a multiple of `save_every_n_steps` (or at a preemption sync
         point, or with `force`); returns whether one started. A step already on disk is not rewritten."""
         step = int(step)
+        self.check_for_errors()
         if step in self._mngr.all_steps():
             return False
-        meta = {"step": step, "wall_time": time.time(), "config": self._config, "extra": extra}
+        if not force and not self._mngr.should_save(step):
+            return False  # no checksums to compute for a step that is not saved
+        meta = {"step": step, "wall_time": time.time(), "config": self._config, "extra": extra,
+                "checksums": tree_checksums(state)}
         args = ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state), _LOADER: LoaderSave(loader_state),
                                      _META: ocp.args.JsonSave(meta)})
-        return bool(self._mngr.save(step, args=args, force=force))
+        # Orbax's save first waits for the previous asynchronous one, so its failure can surface here.
+        return bool(self._storage_call(lambda: self._mngr.save(step, args=args, force=force)))
+
+    def check_for_errors(self) -> None:
+        """Raises `CheckpointSaveError` if an earlier asynchronous save failed."""
+        self._storage_call(self._mngr.check_for_errors)
 
     def wait_until_finished(self) -> None:
-        """Blocks until the pending asynchronous save is committed (call before exiting)."""
-        self._mngr.wait_until_finished()
+        """Blocks until the pending asynchronous save is committed (call before exiting); raises
+        `CheckpointSaveError` if it failed."""
+        self._storage_call(self._mngr.wait_until_finished)
+
+    def _storage_call(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 — whatever the storage raised, reported as one error
+            more = self._quiet.suppressed
+            raise CheckpointSaveError(
+                f"saving a checkpoint in {self.workdir} failed: {type(e).__name__}: {str(e)[:1000]}"
+                + (f" ({more} further errors of the same save not shown)" if more else "")) from e
 
     def close(self) -> None:
-        self._mngr.wait_until_finished()
-        self._mngr.close()
+        try:
+            self.wait_until_finished()
+        finally:
+            self._mngr.close()
+            self._quiet.uninstall()
+
+    def abandon(self) -> None:
+        """After a `CheckpointSaveError`: releases the manager without re-raising the failed save."""
+        try:
+            self._mngr.close()
+        except Exception as e:  # noqa: BLE001 — already reported as CheckpointSaveError
+            log.debug("closing the checkpoint manager after a failed save: %s", e)
+        # The filter stays: writer threads of the failed save may still be logging their errors.
 
     def __enter__(self) -> "Checkpointer":
         return self
@@ -190,22 +279,25 @@ class Checkpointer:
         steps = self.all_steps()
         return steps[-1] if steps else None
 
-    def restore(self, step: Optional[int] = None, *, target_abstract_state: Any
+    def restore(self, step: Optional[int] = None, *, target_abstract_state: Any,
+                validate: Optional[Callable[[Any], None]] = None
                 ) -> Optional[tuple[Any, Optional[dict], Optional[dict], int]]:
-        """(state, loader_state, extra, step) of `step` (default: the latest readable one), with the
+        """(state, loader_state, extra, step) of `step` (default: the latest good one), with the
         arrays placed as in `target_abstract_state` (see `abstract_like`); None when there is none.
 
-        With `step=None`, a step that fails to restore is skipped with a warning for the previous
-        one; if none restores, the latest step's error is raised (e.g. a target of the wrong shapes).
+        A step is good when it reads, its arrays match the checksums saved with it, and `validate`
+        (called with the restored state) does not raise. With `step=None`, a step that is not good is
+        skipped with a warning for the previous one; if none is, the latest step's error is raised
+        (e.g. a target of the wrong shapes).
         """
         if step is not None:
-            return self._restore_step(int(step), target_abstract_state)
+            return self._restore_step(int(step), target_abstract_state, validate)
         steps = self.all_steps()
         bad: list[int] = []
         first_error: Optional[BaseException] = None
         for s in reversed(steps):
             try:
-                out = self._restore_step(s, target_abstract_state)
+                out = self._restore_step(s, target_abstract_state, validate)
             except Exception as e:  # noqa: BLE001 — any unreadable checkpoint: fall back, re-raise below
                 log.warning("checkpoint %s does not restore (%s: %s); falling back to the previous step",
                             self._mngr.directory / str(s), type(e).__name__, str(e)[:500])
@@ -218,11 +310,25 @@ class Checkpointer:
             raise first_error
         return None
 
-    def _restore_step(self, step: int, target: Any) -> tuple[Any, Optional[dict], Optional[dict], int]:
+    def _restore_step(self, step: int, target: Any, validate: Optional[Callable[[Any], None]] = None
+                      ) -> tuple[Any, Optional[dict], Optional[dict], int]:
         args = ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(target), _LOADER: LoaderRestore(),
                                      _META: ocp.args.JsonRestore()})
         out = self._mngr.restore(step, args=args)
         meta = out[_META] or {}
+        where = self._mngr.directory / str(step)
+        if "checksums" not in meta:
+            log.warning("checkpoint %s has no checksums (written by an older vtg_jax): restored unverified", where)
+        else:
+            bad = checksum_mismatches(meta["checksums"], out[_STATE])
+            if bad:
+                raise CheckpointCorrupt(f"checkpoint {where}: {len(bad)} array(s) differ from the checksums "
+                                        f"saved with them (corrupted on storage?): " + "; ".join(bad[:5]))
+        if validate is not None:
+            try:
+                validate(out[_STATE])
+            except Exception as e:  # noqa: BLE001 — the caller's rejection, reported with the step
+                raise CheckpointCorrupt(f"checkpoint {where}: {e}") from e
         return out[_STATE], out[_LOADER], meta.get("extra"), step
 
     def read_metadata(self, step: int) -> dict:

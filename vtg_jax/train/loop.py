@@ -24,6 +24,7 @@ would save host decoding at pod scale and is the next step.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -43,6 +44,8 @@ from vtg_jax.train.objectives import NEEDS_TEACHER, RunContext, make_iteration, 
 from vtg_jax.train.run_config import optim_config
 
 log = logging.getLogger(__name__)
+# OSErrors that mean the workdir's storage failed (no space, quota, read-only, I/O): the run stops cleanly.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG)
 KEY_METRICS = ("loss/total", "reward/total", "rl/kl_ref", "rl/reverse_kl", "eval/mIoU")
 
 
@@ -154,15 +157,63 @@ def _context(config: Any, workdir: str, mesh: Any) -> tuple[Any, RunContext]:
     return state, ctx
 
 
+class RunFailed(RuntimeError):
+    """The run stopped on an error it has reported (summary.json written, `finished: false`)."""
+
+
+class ResumeConfigChanged(ValueError):
+    """A resumed run's config differs from its checkpoint's in keys a resume may not change."""
+
+
+def _resume_config_changes(ckpt: Any, config: Any, workdir: str, step: int) -> dict[str, Any]:
+    """The config keys this resumed run changes against checkpoint `step`'s (outside
+    `run_config.RESUMABLE_CHANGES`): an error unless `config.resume_changed_config`, then logged and
+    appended to config_changes.jsonl."""
+    from vtg_jax.train.checkpoint import jsonable_config
+    from vtg_jax.train.run_config import config_changes
+
+    saved = ckpt.read_metadata(step).get("config")
+    if saved is None:
+        return {}
+    changes = config_changes(saved, jsonable_config(config))
+    if saved.get("steps") != config.steps:
+        log.warning("steps changed from %s to %s on resume: the learning-rate schedule now spans %s steps",
+                    saved.get("steps"), config.steps, config.steps)
+    if not changes:
+        return {}
+    shown = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+    if not config.get("resume_changed_config", False):
+        raise ResumeConfigChanged(
+            f"{workdir} resumes from step {step}, whose config differs in {len(changes)} key(s): {shown}. "
+            "Rerun with the checkpoint's values, use another --workdir, or pass "
+            "--config.resume_changed_config=True to continue with the change")
+    log.warning("resuming from step %d with a changed config (resume_changed_config=True): %s", step, shown)
+    if is_main_process():
+        with open(os.path.join(workdir, "config_changes.jsonl"), "a") as f:
+            f.write(json.dumps({"step": step, "wall_time": time.time(),
+                                "changed": {k: list(v) for k, v in changes.items()}}, default=str) + "\n")
+    return changes
+
+
 def train(config: Any, workdir: str) -> dict[str, Any]:
-    """Runs `config` in `workdir` (resuming if it holds checkpoints); returns the summary."""
-    from vtg_jax.train.checkpoint import Checkpointer, export_hf
+    """Runs `config` in `workdir` (resuming if it holds checkpoints); returns the summary.
+
+    Holds the workdir's lock (`workdir_lock.WorkdirLock`) for the whole run: a second run on the same
+    workdir raises `WorkdirBusy` naming this one. Raises `RunFailed` (after writing summary.json)
+    when a checkpoint save failed or the final weights are not finite."""
+    from vtg_jax.train.workdir_lock import WorkdirLock
+
+    with WorkdirLock(workdir):
+        return _train(config, workdir)
+
+
+def _train(config: Any, workdir: str) -> dict[str, Any]:
+    from vtg_jax.train.checkpoint import Checkpointer, CheckpointSaveError, export_hf
+    from vtg_jax.train.integrity import nonfinite_leaves
     from vtg_jax.train.metrics_log import MetricsLogger
     from vtg_jax.train.state import merge_model
 
     t_start = time.time()
-    os.makedirs(workdir, exist_ok=True)
-    _save_json(workdir, "run_config.json", config.to_dict())
     mesh = _mesh(config)
     state, ctx = _context(config, workdir, mesh)
     run_data = ctx.run_data
@@ -173,20 +224,25 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
     rng = np.asarray(jax.random.key_data(jax.random.key(config.seed)))
     start = 0
     restored = restore_train_state(ckpt, state)
+    startup = load_metrics(run_data)  # merged into this process's first metrics line, then cleared
     if restored is not None:
         state, rng, loader_state, start = restored
+        changes = _resume_config_changes(ckpt, config, workdir, start)
+        if changes:
+            startup["resume/config_changed"] = len(changes)
         rng = np.asarray(rng)
         if loader_state is not None:
             loader.set_state(loader_state)
         log.info("resumed from step %d", start)
+    _save_json(workdir, "run_config.json", config.to_dict())
     ctx.seed = int(rng[-1])
     logger = MetricsLogger(workdir, total_steps=config.steps, start_step=start, is_main_process=is_main_process(),
                            key_metrics=KEY_METRICS, progress=config.log.progress)
     ckpt.install_preemption_handler()
     scope = sharded_call(mesh, DEFAULT_RULES) if mesh is not None else contextlib.nullcontext()
     final_eval: dict[str, float] = {}
-    last_metrics: dict[str, float] = {}
-    startup = load_metrics(run_data)  # merged into this process's first metrics line, then cleared
+    last_metrics: dict[str, float] = dict(logger.last_logged)  # a resume that logs nothing keeps these
+    errors: list[str] = []  # why the run did not finish (reported once, in summary.json and RunFailed)
     step = start
     with scope:
         iterate = make_iteration(config, ctx)
@@ -194,51 +250,77 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
         if start == 0 and config.eval.at_start and config.eval.splits:
             final_eval = run_evaluations(policy(), run_data, config, workdir, 0, mesh)
             _save_json(workdir, "eval_start.json", final_eval)
-            logger.log(0, {**startup, **final_eval})
+            last_metrics = logger.log(0, {**startup, **final_eval})
             startup = {}
         teacher_done = os.path.exists(os.path.join(workdir, "eval_teacher.json"))
         if ctx.teacher is not None and config.eval.splits and not teacher_done:
             _save_json(workdir, "eval_teacher.json",
                        run_evaluations(ctx.teacher, run_data, config, workdir, 0, mesh, tag="teacher_"))
-        for step in range(start + 1, config.steps + 1):
-            batch = next(loader)
-            t0 = time.perf_counter()
-            state, metrics = iterate(state, batch, step)
-            # The step is dispatched asynchronously: wait for it, so that the time covers its compute (the
-            # metrics are read on the host right after anyway).
-            state, metrics = jax.block_until_ready((state, metrics))
-            metrics = {**metrics, **loader.metrics(), "time/iteration_s": time.perf_counter() - t0,
-                       "data/batch_crc": float(zlib.crc32(np.asarray(batch["record_index"], np.int64).tobytes()))}
-            evaluate_now = bool(config.eval.splits) and (
-                (config.eval.every and step % config.eval.every == 0) or step == config.steps)
-            if evaluate_now:
-                final_eval = run_evaluations(policy(), run_data, config, workdir, step, mesh)
-                metrics.update(final_eval)
-            if step % config.log.every == 0 or step == config.steps or evaluate_now:
-                last_metrics = logger.log(step, {**startup, **metrics})
-                startup = {}
-            ckpt.save(step, checkpoint_tree(state, rng), loader_state=loader.get_state())
-            if ckpt.should_stop(step):
-                ckpt.save(step, checkpoint_tree(state, rng), loader_state=loader.get_state(), force=True)
-                log.warning("stopping at step %d on request (preemption); resume with the same workdir", step)
-                break
-        else:
-            ckpt.save(config.steps, checkpoint_tree(state, rng), loader_state=loader.get_state(), force=True)
-    ckpt.close()
+        try:
+            for step in range(start + 1, config.steps + 1):
+                batch = next(loader)
+                t0 = time.perf_counter()
+                state, metrics = iterate(state, batch, step)
+                # The step is dispatched asynchronously: wait for it, so that the time covers its compute
+                # (the metrics are read on the host right after anyway).
+                state, metrics = jax.block_until_ready((state, metrics))
+                metrics = {**metrics, **loader.metrics(), "time/iteration_s": time.perf_counter() - t0,
+                           "data/batch_crc": float(zlib.crc32(np.asarray(batch["record_index"], np.int64).tobytes()))}
+                evaluate_now = bool(config.eval.splits) and (
+                    (config.eval.every and step % config.eval.every == 0) or step == config.steps)
+                if evaluate_now:
+                    final_eval = run_evaluations(policy(), run_data, config, workdir, step, mesh)
+                    metrics.update(final_eval)
+                if step % config.log.every == 0 or step == config.steps or evaluate_now:
+                    last_metrics = logger.log(step, {**startup, **metrics})
+                    startup = {}
+                ckpt.save(step, checkpoint_tree(state, rng), loader_state=loader.get_state())
+                if ckpt.should_stop(step):
+                    ckpt.save(step, checkpoint_tree(state, rng), loader_state=loader.get_state(), force=True)
+                    log.warning("stopping at step %d on request (preemption); resume with the same workdir", step)
+                    break
+            else:
+                ckpt.save(config.steps, checkpoint_tree(state, rng), loader_state=loader.get_state(), force=True)
+            ckpt.close()
+        except (CheckpointSaveError, OSError) as e:  # storage failed (full disk): stop here, once, saying what to do
+            if isinstance(e, OSError) and e.errno not in STORAGE_ERRNOS:
+                raise
+            errors.append(f"{e}. Stopped at step {step}; the latest complete checkpoint is step "
+                          f"{ckpt.latest_step()}. Fix the storage (free space?) and rerun the same command")
+            log.error("%s", errors[-1])
+            ckpt.abandon()
     loader.close()
-    done = step >= config.steps
+    bad = nonfinite_leaves(state.params)
+    if bad:  # the update guard makes this unreachable; never export or call finished what it would miss
+        errors.append(f"the final parameters hold non-finite values ({sum(bad.values())} in {sorted(bad)[:5]}): "
+                      "not exported")
+        log.error("%s", errors[-1])
+    done = step >= config.steps and not errors
     if done and config.checkpoint.export_hf and is_main_process():
         export_hf(policy(), os.path.join(workdir, HF_EXPORT_DIR))
-    plots = logger.finish(plot=config.log.plots and done)
+    try:
+        plots = logger.finish(plot=config.log.plots and done)
+    except OSError as e:
+        plots = []
+        if not errors:
+            raise
+        log.debug("closing the metrics files after a storage error: %s", e)
     summary = {"algorithm": config.algorithm, "eval_start": _load_json(workdir, "eval_start.json"),
                "eval_teacher": _load_json(workdir, "eval_teacher.json"), "baselines": _baselines(run_data, config),
                "steps": int(step), "finished": bool(done),
                "wall_s": round(time.time() - t_start, 1), "eval": final_eval,
                "skipped_updates": int(jax.device_get(state.skipped)), "data": loader.metrics(), "plots": plots,
                "data_load": {split: st.as_dict() for split, st in run_data.load_stats.items()},
-               "last_metrics": last_metrics,
+               "last_metrics": last_metrics, "errors": errors,
                "hf_export": os.path.join(workdir, HF_EXPORT_DIR) if done and config.checkpoint.export_hf else None}
-    _save_json(workdir, "summary.json", summary)
+    try:
+        _save_json(workdir, "summary.json", summary)
+    except OSError as e:
+        if not errors:
+            raise
+        errors.append(f"summary.json not written either ({e})")
+    if errors:
+        raise RunFailed("; ".join(errors))
     return summary
 
 

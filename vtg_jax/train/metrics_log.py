@@ -219,10 +219,15 @@ class MetricsLogger:
         self._tb = None
         self._wall_offset = 0.0
         self._progress: Optional[ProgressReporter] = None
+        self.last_logged: dict[str, float] = {}  # the last record kept from before a resume (main process)
         if not self.is_main:
             return
         os.makedirs(self.workdir, exist_ok=True)
         self._wall_offset = truncate_jsonl(self.jsonl_path, self.start_step)
+        if self.start_step > 0 and os.path.exists(self.jsonl_path):  # what a resumed run logged last
+            kept = read_jsonl(self.jsonl_path)
+            if kept:
+                self.last_logged = {k: v for k, v in kept[-1].items() if k not in _RESERVED}
         self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
         if tensorboard:
             self._tb = _open_tensorboard(self.tb_dir, self.start_step + 1)

@@ -85,12 +85,28 @@ def checkpoint_tree(state: Any, rng: Any) -> dict:
     return {"state": state, "rng": rng}
 
 
+def require_finite_state(tree: Any) -> None:
+    """Raises ValueError naming the leaves when a restored TrainState's parameters or optimizer state
+    hold NaN / inf: training on from them would only write more (the checkpoint is then treated as
+    corrupt and the previous step restored)."""
+    from vtg_jax.train.integrity import nonfinite_leaves
+
+    state = tree["state"]
+    bad = nonfinite_leaves({"params": state.params, "opt_state": state.opt_state})
+    if bad:
+        shown = ", ".join(f"{k} ({n})" for k, n in list(bad.items())[:5])
+        raise ValueError(f"non-finite values in the restored training state: {sum(bad.values())} in "
+                         f"{len(bad)} arrays: {shown}")
+
+
 def restore_train_state(ckpt: Any, state: Any, step: Optional[int] = None) -> Optional[tuple]:
-    """(state, rng, loader_state, step) restored onto `state`'s shardings, or None on a fresh start."""
+    """(state, rng, loader_state, step) restored onto `state`'s shardings, or None on a fresh start.
+    Only a step whose arrays verify and whose parameters and optimizer state are finite is restored
+    (see `Checkpointer.restore`)."""
     from vtg_jax.train.checkpoint import abstract_like
 
     tree = checkpoint_tree(state, jnp.zeros((2,), jnp.uint32))
-    out = ckpt.restore(step, target_abstract_state=abstract_like(tree))
+    out = ckpt.restore(step, target_abstract_state=abstract_like(tree), validate=require_finite_state)
     if out is None:
         return None
     restored, loader_state, _, at = out

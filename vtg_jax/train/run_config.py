@@ -43,6 +43,9 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.algorithm = algorithm
     c.seed = 0
+    # A resumed run whose config differs from its checkpoint's outside RESUMABLE_CHANGES stops and names
+    # the keys; True continues anyway and logs the change (resume/config_changed, config_changes.jsonl).
+    c.resume_changed_config = False
     c.steps = 200  # optimizer updates
     c.batch_size = 16  # prompts per update, all processes together
     c.micro_batches = 1  # gradient accumulation: batch_size / micro_batches prompts per forward
@@ -167,6 +170,36 @@ def tvg_r1_sampling(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.data.nframes = 64
     c.data.max_pixels = 128 * 28 * 28
     return c
+
+
+# What a resumed run may change without --config.resume_changed_config: how long it runs, how it logs,
+# evaluates, checkpoints, lays out devices and reads data, and how the model computes (remat, attention
+# kernel) — never what it learns from or how (optimizer, data, rewards, losses, seed, models). Note:
+# `steps` is also the length of the learning-rate schedule, which is recomputed for the new total.
+RESUMABLE_CHANGES = ("steps", "resume_changed_config", "log.*", "eval.*", "checkpoint.*", "mesh.*",
+                     "distributed.*", "data.read_threads", "data.worker_count", "model.remat",
+                     "model.attention_impl")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a.b": leaf} of a nested dict (an empty dict is a leaf)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_changes(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (saved value, current value)} of the keys of two JSON run configs that differ,
+    outside RESUMABLE_CHANGES ("(absent)" for a key only one of them has)."""
+    old, new = _flatten(saved), _flatten(current)
+    allowed = lambda key: any(key == p or (p.endswith(".*") and key.startswith(p[:-1]))  # noqa: E731
+                              for p in RESUMABLE_CHANGES)
+    return {k: (old.get(k, "(absent)"), new.get(k, "(absent)")) for k in sorted(set(old) | set(new))
+            if not allowed(k) and old.get(k, "(absent)") != new.get(k, "(absent)")}
 
 
 def optim_config(c: Any) -> Any:

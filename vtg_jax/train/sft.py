@@ -11,8 +11,11 @@ tokens, so gradient accumulation would not equal the full batch. Summed gradient
 token count are exactly the full-batch gradient (up to float summation order).
 
 Why the guard: a NaN pixel, a corrupt video or an overflow must not poison a long run (DESIGN rule 7).
-If the loss or the gradient norm is not finite, the step returns params and optimizer state unchanged
-(a `where` select, so they are bitwise identical) and counts it in `train/skipped_nonfinite`.
+If the loss, the gradient norm, or any value of the updated parameters or optimizer state is not
+finite, the step returns params and optimizer state unchanged (a `where` select, so they are bitwise
+identical) and counts it in `train/skipped_nonfinite`. Checking the update's result too catches what a
+finite gradient can still produce: an Adam moment that is already NaN (a corrupted restore), or an
+update that overflows.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import optax
 from flax import nnx
 
 from vtg_jax.losses import masked_sum, token_logprobs
+from vtg_jax.train.integrity import all_finite
 from vtg_jax.train.state import TrainState, merge_model
 
 Metrics = dict[str, jax.Array]
@@ -71,13 +75,14 @@ def accumulate_grads(loss_fn: Callable, params: Any, batch: dict[str, Any]
 
 def guarded_update(state: TrainState, grads: Any, loss: jax.Array, tx: optax.GradientTransformation
                    ) -> tuple[TrainState, jax.Array, jax.Array]:
-    """Applies `tx` unless loss or grad-norm is non-finite; returns (state, grad_norm, skipped 0/1).
+    """Applies `tx` unless the loss, the grad-norm or the updated parameters / optimizer state are
+    non-finite; returns (state, grad_norm, skipped 0/1).
 
     Shared by every objective: the guard and the counters are not SFT-specific."""
     gnorm = optax.global_norm(grads)
-    ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    ok = jnp.isfinite(loss) & jnp.isfinite(gnorm) & all_finite(params) & all_finite(opt_state)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
     skipped = (~ok).astype(jnp.int32)
     new = TrainState(step=state.step + (1 - skipped), params=keep(params, state.params),
