@@ -27,10 +27,11 @@ STEPS = 4
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    from vtg_jax.train.data_setup import prepare_synthetic
+    from vtg_jax.train.data_setup import load_tokenizer, prepare_synthetic
 
     path = str(tmp_path_factory.mktemp("cache"))
     prepare_synthetic(tiny("sft", path).data, "qwen2_5_vl", path, progress=False)
+    load_tokenizer("", "qwen2_5_vl", path)  # written once here (the full-disk test's run cannot write it)
     return path
 
 
@@ -223,8 +224,9 @@ def test_failed_checkpoint_save_stops_the_run_once(cache, tmp_path):
                "resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))\n"
                "os.execv(sys.executable, [sys.executable] + sys.argv[1:])\n")
     cmd = [sys.executable, "-c", limited] + _cli(work, cache, 6)[1:] + ["--config.checkpoint.async_save=True"]
-    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
-                          text=True, timeout=600)
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}  # its writes would fail too
+    proc = subprocess.run(cmd, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = proc.stderr.splitlines()
     final = [ln for ln in lines if ln.startswith("error: saving a checkpoint in")]
