@@ -9,7 +9,10 @@ setup(
     package_data={"vtg_jax": ["assets/README.md", "assets/*/*.json", "assets/*/*.safetensors"]},
     python_requires=">=3.10",
     install_requires=[
-        "jax>=0.7",
+        # Pinned: XLA's float32 rounding moves between releases, and with it the demo's numbers (README
+        # "The demo" quotes what this version prints).
+        "jax==0.10.2",
+        "jaxlib==0.10.2",
         "flax>=0.11",
         "optax",
         "orbax-checkpoint",
