@@ -224,8 +224,9 @@ class Checkpointer:
                 "checksums": tree_checksums(state)}
         args = ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state), _LOADER: LoaderSave(loader_state),
                                      _META: ocp.args.JsonSave(meta)})
+        # Decided above (force=True: Orbax would ask the save policy and the preemption sync point again).
         # Orbax's save first waits for the previous asynchronous one, so its failure can surface here.
-        return bool(self._storage_call(lambda: self._mngr.save(step, args=args, force=force)))
+        return bool(self._storage_call(lambda: self._mngr.save(step, args=args, force=True)))
 
     def check_for_errors(self) -> None:
         """Raises `CheckpointSaveError` if an earlier asynchronous save failed."""

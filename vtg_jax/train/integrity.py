@@ -40,10 +40,8 @@ def _as_uint32_words(x: jax.Array) -> jax.Array:
     size = jnp.dtype(x.dtype).itemsize
     if x.dtype == jnp.bool_:
         return x.astype(jnp.uint32).reshape(-1)
-    if size == 4:
+    if size in (4, 8):  # 8-byte elements become [..., 2] words
         return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)
-    if size == 8:
-        return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)  # [..., 2] words
     unsigned = {2: jnp.uint16, 1: jnp.uint8}[size]
     return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32).reshape(-1)
 

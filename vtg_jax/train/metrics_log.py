@@ -109,16 +109,18 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
-def truncate_jsonl(path: str, start_step: int) -> float:
-    """Keep only parseable lines with step <= start_step (atomic rewrite); return their largest wall_time."""
+def truncate_jsonl(path: str, start_step: int) -> tuple[float, dict[str, Any]]:
+    """Keep only parseable lines with step <= start_step (atomic rewrite); return their largest wall_time
+    and the last kept record."""
     if not os.path.exists(path):
-        return 0.0
-    kept, last_wall = [], 0.0
+        return 0.0, {}
+    kept, last_wall, last = [], 0.0, {}
     with open(path, encoding="utf-8") as f:
         for line in f:
             rec = _parse_line(line)
             if rec is not None and rec["step"] <= start_step:
                 kept.append(line if line.endswith("\n") else line + "\n")
+                last = rec
                 wall = rec.get("wall_time", 0.0)
                 if isinstance(wall, (int, float)) and math.isfinite(wall):
                     last_wall = max(last_wall, float(wall))
@@ -126,7 +128,7 @@ def truncate_jsonl(path: str, start_step: int) -> float:
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(kept)
     os.replace(tmp, path)
-    return last_wall
+    return last_wall, last
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -223,11 +225,9 @@ class MetricsLogger:
         if not self.is_main:
             return
         os.makedirs(self.workdir, exist_ok=True)
-        self._wall_offset = truncate_jsonl(self.jsonl_path, self.start_step)
-        if self.start_step > 0 and os.path.exists(self.jsonl_path):  # what a resumed run logged last
-            kept = read_jsonl(self.jsonl_path)
-            if kept:
-                self.last_logged = {k: v for k, v in kept[-1].items() if k not in _RESERVED}
+        self._wall_offset, last = truncate_jsonl(self.jsonl_path, self.start_step)
+        if self.start_step > 0:  # what a resumed run logged last
+            self.last_logged = {k: v for k, v in last.items() if k not in _RESERVED}
         self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
         if tensorboard:
             self._tb = _open_tensorboard(self.tb_dir, self.start_step + 1)
