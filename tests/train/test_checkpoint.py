@@ -1,12 +1,14 @@
 """Checkpointer: bitwise round trips (sharded arrays, typed keys, AdamW state, loader state), keep_last,
 async saves, resharding onto other meshes, SIGTERM → forced save, fresh start, interrupted / corrupt
-checkpoints."""
+checkpoints, failed saves (one error, their background leftovers not printed)."""
+import asyncio
 import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import jax
@@ -361,5 +363,69 @@ def test_ckpt_failed_async_save_raises_once_at_the_next_save(tmp_path, monkeypat
     monkeypatch.setattr(ocp.CheckpointManager, "save", failing_save)
     with pytest.raises(CheckpointSaveError, match="No space left on device"):
         ck.save(2, _random_tree(2))
+    assert ck.latest_step() == 1  # still readable for the report, the manager closed
+    with pytest.raises(CheckpointSaveError, match="an earlier checkpoint save failed: .*No space left"):
+        ck.save(3, _random_tree(3))
     ck.abandon()
+    ck.close()
     assert Checkpointer(str(tmp_path), save_every_n_steps=1).all_steps() == [1]
+
+
+def _closed_loop_error_from_tensorstore() -> None:
+    """What each write a failed save leaves in flight does: a TensorStore future awaited in an event loop
+    closed before it completes calls that loop from its completion callback, and TensorStore hands the
+    resulting RuntimeError to `sys.unraisablehook`."""
+    import tensorstore as ts
+
+    promise, future = ts.Promise.new()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    waiter = future.__await__()  # registers the callback that calls loop.call_soon_threadsafe
+    asyncio.set_event_loop(None)
+    loop.close()
+    promise.set_result(1)
+    del waiter
+
+
+class _RaisesWhenDeleted:
+    def __del__(self):
+        raise ValueError("raised in __del__")
+
+
+def _raise_in_thread(exc: BaseException) -> None:
+    def run():
+        raise exc
+
+    t = threading.Thread(target=run, name="raiser")
+    t.start()
+    t.join()
+
+
+def test_ckpt_leftovers_of_a_failed_save_are_recorded_not_printed(tmp_path, monkeypatch, caplog):
+    """While a Checkpointer is open, the exceptions a failed save leaves on background threads (a closed
+    event loop called by TensorStore, a cancellation, an error naming the checkpoint directory) go to
+    the debug log, the first one only; any other exception reaches the previous hooks; close()
+    restores those hooks."""
+    unraisable, in_threads = [], []
+    monkeypatch.setattr(sys, "unraisablehook", lambda args: unraisable.append(args.exc_value))
+    monkeypatch.setattr(threading, "excepthook", lambda args: in_threads.append(args.exc_value))
+    previous = (sys.unraisablehook, threading.excepthook)
+    ck = Checkpointer(str(tmp_path), save_every_n_steps=1)
+    with caplog.at_level(logging.DEBUG, logger="vtg_jax.train.checkpoint"):
+        for _ in range(3):
+            _closed_loop_error_from_tensorstore()
+        _raise_in_thread(asyncio.CancelledError())
+        _raise_in_thread(OSError(27, "File too large", str(tmp_path / "1.orbax-checkpoint-tmp" / "d" / "x")))
+        assert unraisable == [] and in_threads == []
+        _raise_in_thread(ValueError("not about checkpoints"))
+        _RaisesWhenDeleted()  # an unrelated unraisable exception
+        ck.close()
+    assert [str(e) for e in in_threads] == ["not about checkpoints"]
+    assert [str(e) for e in unraisable] == ["raised in __del__"]
+    shown = [r.getMessage() for r in caplog.records if "left by a failed checkpoint save" in r.getMessage()]
+    assert shown == ["not shown, left by a failed checkpoint save (an unraisable exception): "
+                     "RuntimeError: Event loop is closed"]
+    assert any("5 exceptions left on background threads" in r.getMessage() for r in caplog.records)
+    assert (sys.unraisablehook, threading.excepthook) == previous
+    _closed_loop_error_from_tensorstore()  # after close: the previous hook sees it
+    assert [str(e) for e in unraisable] == ["raised in __del__", "Event loop is closed"]

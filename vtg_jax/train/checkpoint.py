@@ -31,15 +31,21 @@ directory) is skipped with a warning in favour of the previous one and then move
 raises instead of discarding good checkpoints).
 
 A failed asynchronous save (a full disk, a revoked bucket) surfaces at the next `save` or
-`check_for_errors()` as one `CheckpointSaveError` naming the cause; the hundreds of lines Orbax's
-writer threads would log for it are cut to the first (`_OneStorageError`). The loop then stops.
+`check_for_errors()` as one `CheckpointSaveError` naming the cause, once the manager is closed and the
+threads the saves started are done (so nothing Orbax does about it comes after the caller's report);
+the Checkpointer saves nothing more. The hundreds of lines Orbax's writer threads would log for it are
+cut to the first (`_OneStorageError`), and the tracebacks its abandoned writes raise on background
+threads are recorded at debug level instead of printed (`_SaveLeftoverHooks`). The loop then stops.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -66,14 +72,29 @@ class CheckpointSaveError(RuntimeError):
     """An asynchronous save failed after `save` returned (reported at the next boundary)."""
 
 
+_CLOSED_LOOP = "Event loop is closed"
+# How long a failed save's own threads may take to finish before the failure is reported anyway.
+_FAILED_SAVE_THREADS_WAIT_S = 30.0
+
+
+def _is_abandoned_async_work(exc: Optional[BaseException]) -> bool:
+    """True for what work left running by a stopped event loop raises when it completes: the loop is
+    closed, or the work was cancelled."""
+    if isinstance(exc, (asyncio.CancelledError, concurrent.futures.CancelledError)):
+        return True
+    return isinstance(exc, RuntimeError) and str(exc) == _CLOSED_LOOP
+
+
 class _OneStorageError(logging.Filter):
     """Lets the first error Orbax logs from its save threads through and counts the rest.
 
     Why: one failed save (a full disk) makes Orbax log an error from each of its writer threads and
     asyncio a "Task exception was never retrieved" traceback for every array being written: hundreds
-    of lines for one cause, which the Checkpointer reports once as `CheckpointSaveError` anyway."""
+    of lines for one cause, which the Checkpointer reports once as `CheckpointSaveError` anyway.
+    A callback that finds its event loop closed (concurrent.futures logs "exception calling callback")
+    is such a line too, never the one shown."""
 
-    _LOGGERS = ("absl", "asyncio")
+    _LOGGERS = ("absl", "asyncio", "concurrent.futures")
 
     def __init__(self) -> None:
         super().__init__()
@@ -83,6 +104,9 @@ class _OneStorageError(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:
             return True
+        if record.exc_info and _is_abandoned_async_work(record.exc_info[1]):
+            self.suppressed += 1
+            return False
         text = record.getMessage() if record.name == "asyncio" else record.pathname
         if "orbax" not in text:
             return True
@@ -100,6 +124,71 @@ class _OneStorageError(logging.Filter):
     def uninstall(self) -> None:
         for name in self._LOGGERS:
             logging.getLogger(name).removeFilter(self)
+
+
+class _SaveLeftoverHooks:
+    """`sys.unraisablehook` and `threading.excepthook` that record, at debug level, the exceptions a
+    failed save leaves behind on background threads, and pass every other one to the previous hooks.
+
+    Why: Orbax runs each handler's writes in an event loop of its own, which stops at the first failed
+    write (a full disk) and is closed with the other writes still in flight. TensorStore completes those
+    on its own threads and its completion callback calls the closed loop's `call_soon_threadsafe`:
+    one "RuntimeError: Event loop is closed" traceback per array, printed through `sys.unraisablehook`
+    (not logging) at any time from the failure, before the loop has even seen it, until the process
+    exits. A leftover is such an error, a cancellation, or an error naming the checkpoint directory."""
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+        self._active = False
+        self._lock = threading.Lock()
+        self.recorded = 0
+        self._previous_unraisablehook: Callable[[Any], Any] = sys.unraisablehook
+        self._previous_excepthook: Callable[[Any], Any] = threading.excepthook
+
+    def is_leftover(self, exc: Optional[BaseException]) -> bool:
+        return _is_abandoned_async_work(exc) or (exc is not None and self._directory in str(exc))
+
+    def install(self) -> None:
+        if self._active:
+            return
+        self._previous_unraisablehook, sys.unraisablehook = sys.unraisablehook, self._on_unraisable
+        self._previous_excepthook, threading.excepthook = threading.excepthook, self._on_thread_exception
+        self._active = True
+
+    def uninstall(self) -> None:
+        """Restores the previous hooks (where a hook installed later has not replaced ours; if one has,
+        ours stays in its chain and passes everything on)."""
+        if not self._active:
+            return
+        self._active = False
+        if sys.unraisablehook == self._on_unraisable:
+            sys.unraisablehook = self._previous_unraisablehook
+        if threading.excepthook == self._on_thread_exception:
+            threading.excepthook = self._previous_excepthook
+        if self.recorded > 1:
+            log.debug("%d exceptions left on background threads by failed checkpoint saves were not shown",
+                      self.recorded)
+
+    def _on_unraisable(self, args: Any) -> None:
+        if not self._record(args.exc_value, "an unraisable exception"):
+            self._previous_unraisablehook(args)
+
+    def _on_thread_exception(self, args: Any) -> None:
+        name = args.thread.name if args.thread is not None else "?"
+        if not self._record(args.exc_value, f"thread {name}"):
+            self._previous_excepthook(args)
+
+    def _record(self, exc: Optional[BaseException], where: str) -> bool:
+        """Records `exc` when it is a leftover of a failed save (the first with its message); says whether."""
+        if not (self._active and self.is_leftover(exc)):
+            return False
+        with self._lock:
+            self.recorded += 1
+            first = self.recorded == 1
+        if first:
+            log.debug("not shown, left by a failed checkpoint save (%s): %s: %s", where, type(exc).__name__,
+                      str(exc)[:500])
+        return True
 
 
 class _LoaderStateHandler(ocp.CheckpointHandler):
@@ -205,6 +294,12 @@ class Checkpointer:
         self._quiet = _OneStorageError()
         self._quiet.install()
         self._mngr = ocp.CheckpointManager(self.workdir, options=options, item_names=(_STATE, _LOADER, _META))
+        # Installed before any save: a failed save's leftovers start before the failure is reported.
+        self._leftovers = _SaveLeftoverHooks(str(self.workdir))
+        self._leftovers.install()
+        self._manager_closed = False
+        self._failure: Optional[str] = None  # the CheckpointSaveError message, once a save failed
+        self._save_threads: list[threading.Thread] = []  # threads Orbax started in `save` calls
         self._stop = threading.Event()
         self._stopping = False
         self._prev_handlers: dict[int, Any] = {}
@@ -226,7 +321,18 @@ class Checkpointer:
                                      _META: ocp.args.JsonSave(meta)})
         # Decided above (force=True: Orbax would ask the save policy and the preemption sync point again).
         # Orbax's save first waits for the previous asynchronous one, so its failure can surface here.
-        return bool(self._storage_call(lambda: self._mngr.save(step, args=args, force=True)))
+        return bool(self._storage_call(lambda: self._start_save(step, args)))
+
+    def _start_save(self, step: int, args: ocp.args.Composite) -> bool:
+        """Orbax's save, remembering the threads it starts (waited for if a save fails). Only non-daemon
+        ones: Orbax's are, while the daemon "Dummy" entries stand for TensorStore's own threads, which
+        cannot be joined."""
+        before = set(threading.enumerate())
+        try:
+            return self._mngr.save(step, args=args, force=True)
+        finally:
+            started = [t for t in threading.enumerate() if t not in before and not t.daemon]
+            self._save_threads = [t for t in self._save_threads if t.is_alive()] + started
 
     def check_for_errors(self) -> None:
         """Raises `CheckpointSaveError` if an earlier asynchronous save failed."""
@@ -238,28 +344,65 @@ class Checkpointer:
         self._storage_call(self._mngr.wait_until_finished)
 
     def _storage_call(self, fn: Callable[[], Any]) -> Any:
+        """`fn()`; whatever it raises becomes one `CheckpointSaveError`, raised once Orbax's background
+        work on the failed save is over. After that every call raises it again."""
+        if self._failure is not None:
+            raise CheckpointSaveError(f"an earlier checkpoint save failed: {self._failure}")
         try:
             return fn()
         except Exception as e:  # noqa: BLE001 — whatever the storage raised, reported as one error
+            self._shut_down_after_failure()
             more = self._quiet.suppressed
-            raise CheckpointSaveError(
-                f"saving a checkpoint in {self.workdir} failed: {type(e).__name__}: {str(e)[:1000]}"
-                + (f" ({more} further errors of the same save not shown)" if more else "")) from e
+            self._failure = (f"saving a checkpoint in {self.workdir} failed: {type(e).__name__}: {str(e)[:1000]}"
+                             + (f" ({more} further errors of the same save not shown)" if more else ""))
+            raise CheckpointSaveError(self._failure) from e
+
+    def _shut_down_after_failure(self) -> None:
+        """Closes the manager and waits (a bounded time) for the threads the saves started, so that
+        Orbax is done with the failed save, and has logged what it logs about it, before it is reported."""
+        self._close_manager_after_failure()
+        deadline = time.monotonic() + _FAILED_SAVE_THREADS_WAIT_S
+        for thread in self._save_threads:
+            if thread is not threading.current_thread():
+                # Thread.join itself: Orbax's thread classes re-raise the save's error from their join.
+                threading.Thread.join(thread, max(0.0, deadline - time.monotonic()))
+        running = [t.name for t in self._save_threads if t.is_alive()]
+        if running:
+            log.debug("threads of the failed checkpoint save still running after %.0f s: %s",
+                      _FAILED_SAVE_THREADS_WAIT_S, running)
+
+    def _close_manager_after_failure(self) -> None:
+        """Closes the Orbax manager once, whatever the failed save left in it."""
+        if self._manager_closed:
+            return
+        self._manager_closed = True
+        # wait_until_finished first: it raises a failed save's error once, after which close() gets past it
+        # and also stops the manager's metadata and deletion threads.
+        for call in (self._mngr.wait_until_finished, self._mngr.close):
+            try:
+                call()
+            except Exception as e:  # noqa: BLE001 — the failure is reported as CheckpointSaveError
+                log.debug("closing the checkpoint manager after a failed save: %s", e)
 
     def close(self) -> None:
+        """Waits for the pending save and closes. The log filter and the leftover hooks are removed,
+        except when this close reports a failed save (its abandoned writes still complete later)."""
+        if self._failure is None:
+            self.wait_until_finished()  # a failed save: CheckpointSaveError, the manager closed, hooks kept
         try:
-            self.wait_until_finished()
+            if not self._manager_closed:
+                self._manager_closed = True
+                self._mngr.close()
         finally:
-            self._mngr.close()
+            self._leftovers.uninstall()
             self._quiet.uninstall()
 
     def abandon(self) -> None:
-        """After a `CheckpointSaveError`: releases the manager without re-raising the failed save."""
-        try:
-            self._mngr.close()
-        except Exception as e:  # noqa: BLE001 — already reported as CheckpointSaveError
-            log.debug("closing the checkpoint manager after a failed save: %s", e)
-        # The filter stays: writer threads of the failed save may still be logging their errors.
+        """After a `CheckpointSaveError`: releases the manager without re-raising the failed save.
+
+        The log filter and the leftover hooks stay for the rest of the process (or until `close()`):
+        TensorStore completes the failed save's abandoned writes on its own threads, at any time."""
+        self._close_manager_after_failure()
 
     def __enter__(self) -> "Checkpointer":
         return self
