@@ -33,6 +33,9 @@ setup(
         "scenedetect",  # scene cuts for SceneTG (data/scenetg.py)
     ],
     extras_require={
+        # `python -m vtg_jax.plan --topology=v5p-16 ...` compiles for TPU slices on any host (libtpu, no TPU).
+        # Install it in its own environment: with libtpu present, jax probes for a TPU at every start.
+        "tpu": ["jax[tpu]==0.10.2"],
         "test": [
             "pytest",
             "hypothesis",

@@ -12,8 +12,8 @@ Args (`--config=configs/grpo.py:<arg>`):
   "time_r1"   Time-R1-style: Qwen2.5-VL-7B, tIoU + <think>/<answer> format reward, k3 KL beta 0.04, 2 fps,
               total_pixels 3584*28*28
 """
-from vtg_jax.train.run_config import (TIME_R1_TOTAL_PIXELS, VIDEO_OPD_TOTAL_PIXELS, base_config, paper_scale,
-                                      tiny_rl, tvg_r1_sampling)
+from vtg_jax.train.run_config import (TIME_R1_PLAN_SECONDS, TIME_R1_TOTAL_PIXELS, VIDEO_OPD_PLAN_SECONDS,
+                                      VIDEO_OPD_TOTAL_PIXELS, base_config, paper_scale, tiny_rl, tvg_r1_sampling)
 
 
 def get_config(arg: str = ""):
@@ -23,6 +23,7 @@ def get_config(arg: str = ""):
         paper_scale(c, preset="qwen3-vl-8b")
         c.data.template = "video_opd"
         c.data.total_pixels = VIDEO_OPD_TOTAL_PIXELS
+        c.plan.video_seconds = VIDEO_OPD_PLAN_SECONDS
     elif arg == "tvg_r1":
         paper_scale(c, preset="qwen2.5-vl-7b")
         c.reward = "tvg_r1"
@@ -37,6 +38,7 @@ def get_config(arg: str = ""):
         c.grpo.kl = "k3"
         c.grpo.beta = 0.04
         c.data.total_pixels = TIME_R1_TOTAL_PIXELS  # and 2 fps (paper_scale)
+        c.plan.video_seconds = TIME_R1_PLAN_SECONDS
     elif arg:
         raise ValueError(f"unknown grpo config arg {arg!r}: use '', 'video_opd', 'tvg_r1' or 'time_r1'")
     if arg:

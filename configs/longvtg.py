@@ -24,6 +24,7 @@ def get_config(arg: str = ""):
         c.data.template = "longvtg_r1"
         c.rollout.num_samples = 8
         c.eval.every = 0
+        c.plan.video_seconds = 1200.0  # a 20-minute video (§4's long-video benchmarks; Fig. 4's example)
     elif arg:
         raise ValueError(f"unknown longvtg config arg {arg!r}: use '' or 'paper'")
     c.lock()

@@ -10,7 +10,7 @@ Args (`--config=configs/tempsamp.py:<arg>`):
             batch 1 x 4 GPUs x 2 accumulation = 8, 2 epochs, max generated length 2048, IoU + format reward
   "paper_charades"  as "paper" with 8 solutions (7 on-policy + 1), as the paper uses for Charades-STA
 """
-from vtg_jax.train.run_config import TIME_R1_TOTAL_PIXELS, base_config, paper_scale, tiny_rl
+from vtg_jax.train.run_config import TIME_R1_PLAN_SECONDS, TIME_R1_TOTAL_PIXELS, base_config, paper_scale, tiny_rl
 
 
 def get_config(arg: str = ""):
@@ -26,6 +26,7 @@ def get_config(arg: str = ""):
         # §4 "Implementation details": 2 fps and "approximately 2.8 million pixels": Time-R1's clip budget,
         # 3584·28·28 = 2,809,856 pixels (a single frame's budget is at most 768·28·28 = 602,112).
         c.data.total_pixels = TIME_R1_TOTAL_PIXELS
+        c.plan.video_seconds = TIME_R1_PLAN_SECONDS
         c.rollout.num_samples = 8 if arg == "paper_charades" else 4
         c.eval.every = 0
     elif arg:

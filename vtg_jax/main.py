@@ -8,7 +8,8 @@
     python -m vtg_jax.main --config=configs/sft.py --workdir=/tmp/s --init_from=/path/to/Qwen2.5-VL-7B-Instruct
 
 Configs are locked: a misspelled `--config.key` fails with the valid keys. `--init_from` sets
-`config.model.init_from` (an HF directory or one of our run workdirs). Without `--config` this prints
+`config.model.init_from` (an HF directory or one of our run workdirs). A config missing a checkpoint,
+data or tokenizer path stops at once with one message naming every missing flag. Without `--config` this prints
 what is built and runs a one-screen smoke check of the math library and the tiny models.
 """
 import sys
@@ -36,14 +37,20 @@ def main(argv):
         return
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required with --config")
+    if _INIT_FROM.value:
+        with config.unlocked():
+            config.model.init_from = _INIT_FROM.value
+    from vtg_jax.train.run_config import IncompleteConfig, require_complete
+
+    try:  # in a fraction of a second, without jax: nothing has touched devices or built a model yet
+        require_complete(config)
+    except (IncompleteConfig, FileNotFoundError, ValueError) as e:  # a config error: no traceback
+        sys.exit(f"error: {e}")
     from vtg_jax.parallel.distributed import maybe_initialize_distributed
 
     pipeline = config.algorithm == "pipeline"
     # before anything touches devices; a pipeline's stages share the first stage's layout
     maybe_initialize_distributed(config.stages[config.order[0]] if pipeline else config)
-    if _INIT_FROM.value:
-        with config.unlocked():
-            config.model.init_from = _INIT_FROM.value
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax and Grain log every save / worker at INFO
     from vtg_jax.train import report
@@ -64,7 +71,7 @@ def main(argv):
                 print(report.eval_table(evaluate_checkpoint(config, _WORKDIR.value)))
             else:
                 print(report.run_report(train(config, _WORKDIR.value), config, _WORKDIR.value))
-    except (WorkdirBusy, ResumeConfigChanged, RunFailed) as e:  # already explained: no traceback
+    except (WorkdirBusy, ResumeConfigChanged, RunFailed, IncompleteConfig) as e:  # already explained: no traceback
         sys.exit(f"error: {e}")
 
 

@@ -117,6 +117,7 @@ def test_eval_recipe_picks_a_checkpoint_step_and_exports_it(tmp_path, cache):
 
     from vtg_jax.train.loop import evaluate_checkpoint, train
     from vtg_jax.train.model_setup import build_model
+    from vtg_jax.train.run_config import base_config
 
     wd = str(tmp_path / "run")
     train(tiny("sft", cache, steps=6, optim__lr=1e-2, checkpoint__every=3, checkpoint__keep=3), wd)
@@ -125,14 +126,17 @@ def test_eval_recipe_picks_a_checkpoint_step_and_exports_it(tmp_path, cache):
     out = evaluate_checkpoint(c, str(tmp_path / "eval"))
     assert out["hf_export"] == str(tmp_path / "eval" / "hf") and out["val"]["model"]["n"] == 4
 
+    def section(path):
+        return dict(base_config("eval").model.to_dict(), init_from=path)
+
     def params(path):
-        return jax.tree.leaves(nnx.state(build_model({"init_from": path}, seed=0), nnx.Param))
+        return jax.tree.leaves(nnx.state(build_model(section(path), seed=0), nnx.Param))
 
     exported, at3, latest = params(out["hf_export"]), params(step3), params(wd)
     assert all(np.array_equal(a, b) for a, b in zip(exported, at3))
     assert not all(np.array_equal(a, b) for a, b in zip(at3, latest))  # 3 more updates at lr 1e-2 moved it
     with pytest.raises(FileNotFoundError, match="no checkpoint 4: kept"):
-        build_model({"init_from": os.path.join(wd, "checkpoints", "4")}, seed=0)
+        build_model(section(os.path.join(wd, "checkpoints", "4")), seed=0)
 
 
 def _toy_reward_term():
@@ -159,6 +163,8 @@ def test_grpo_raises_mean_reward(tmp_path, cache):
 # OPD's target (reverse KL to the teacher) is checked at the step level (tests/train/test_rl_distill.py,
 # exact KL, 16 samples per prompt); in this loop (one rollout per video, Adam, random tiny models) it is
 # noise-dominated over a test's few steps, so here OPD is checked to run end to end.
+# Slow: every algorithm runs one paper-knob step in the default suite (tests/train/test_paper_recipes.py).
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["opd", "op_rkd", "op_fkd", "tempsamp", "longvtg"])
 def test_other_recipes_run_end_to_end(tmp_path, cache, name):
     from vtg_jax.train.loop import train
@@ -186,6 +192,7 @@ def _cli(workdir: str, cache: str, steps: int) -> list[str]:
             "--config.reward=iou:1.0,format_tvg:0.5"]
 
 
+@pytest.mark.slow  # ~4 min; bitwise resume after a fallback is in the default suite (test_reliability.py)
 def test_resume_after_sigkill_is_bitwise(tmp_path, cache):
     """8 GRPO steps uninterrupted vs SIGKILL after step 5 then the same command again: every logged
     metric (loss, rewards, KL, grad norm, the batch's record crc) is identical at every step."""

@@ -196,7 +196,8 @@ def _tiny_pipeline(name: str, cache_dir: str):
     return c
 
 
-@pytest.mark.parametrize("name", ["video_opd_rounds", "tvg_r1"])
+# video_opd_rounds (~3 min) is slow: tvg_r1 checks the chaining in the default suite
+@pytest.mark.parametrize("name", [pytest.param("video_opd_rounds", marks=pytest.mark.slow), "tvg_r1"])
 def test_pipeline_runs_and_chains(tmp_path, cache, name):
     from vtg_jax.train.pipeline import run_pipeline
 

@@ -39,9 +39,10 @@ from vtg_jax.parallel.distributed import is_main_process
 from vtg_jax.parallel.mesh import mesh_from_config
 from vtg_jax.parallel.rules import DEFAULT_RULES, sharded_call
 from vtg_jax.train.data_setup import build_run_data, make_train_loader, missing_summary
-from vtg_jax.train.model_setup import CHECKPOINT_DIR, HF_EXPORT_DIR, build_model, checkpoint_tree, restore_train_state
+from vtg_jax.train.model_setup import (CHECKPOINT_DIR, HF_EXPORT_DIR, build_model, checkpoint_tree, reference_section,
+                                       restore_train_state)
 from vtg_jax.train.objectives import NEEDS_TEACHER, RunContext, make_iteration, needs_reference
-from vtg_jax.train.run_config import optim_config
+from vtg_jax.train.run_config import optim_config, require_complete
 
 log = logging.getLogger(__name__)
 # OSErrors that mean the workdir's storage failed (no space, quota, read-only, I/O): the run stops cleanly.
@@ -149,11 +150,12 @@ def _context(config: Any, workdir: str, mesh: Any) -> tuple[Any, RunContext]:
         ctx.batch_sharding = NamedSharding(mesh, PartitionSpec())
         state = jax.device_put(state, ctx.state_sharding)
     if config.algorithm in NEEDS_TEACHER:
-        ctx.teacher = build_model(config.teacher, seed=config.seed + 1, mesh=mesh)
+        ctx.teacher = build_model(config.teacher, seed=config.seed + 1, mesh=mesh, name="teacher")
         if ctx.teacher.cfg.text.vocab_size != model.cfg.text.vocab_size:
             raise ValueError("teacher and student must share a vocabulary (same tokenizer)")
     if needs_reference(config):
-        ctx.reference = build_model(config.model, seed=config.seed, mesh=mesh)  # = the initial policy
+        # the initial policy computing as config.reference says; "model" names its checkpoint fields in errors
+        ctx.reference = build_model(reference_section(config), seed=config.seed, mesh=mesh, name="model")
     return state, ctx
 
 
@@ -200,9 +202,11 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
 
     Holds the workdir's lock (`workdir_lock.WorkdirLock`) for the whole run: a second run on the same
     workdir raises `WorkdirBusy` naming this one. Raises `RunFailed` (after writing summary.json)
-    when a checkpoint save failed or the final weights are not finite."""
+    when a checkpoint save failed or the final weights are not finite, and before anything else
+    `run_config.IncompleteConfig` / FileNotFoundError for missing fields / paths (`require_complete`)."""
     from vtg_jax.train.workdir_lock import WorkdirLock
 
+    require_complete(config)
     with WorkdirLock(workdir):
         return _train(config, workdir)
 
@@ -329,8 +333,7 @@ def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, Any]:
     checkpoints/<step>) on the configured splits, next to the video-blind baselines of the same records;
     writes <workdir>/eval.json and predictions/<split>_eval.jsonl, and with `eval.export_hf` the model
     to <workdir>/hf."""
-    if not config.eval.checkpoint:
-        raise ValueError("set --config.eval.checkpoint to an HF directory or a run workdir")
+    require_complete(config)  # names --config.eval.checkpoint, the eval splits' files, ... when missing
     os.makedirs(workdir, exist_ok=True)
     mesh = _mesh(config)
     section = dict(config.model.to_dict(), init_from=config.eval.checkpoint)

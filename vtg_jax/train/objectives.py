@@ -122,9 +122,9 @@ def _ground_truth(answers: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _sft(ctx: RunContext) -> Iteration:
-    from vtg_jax.train import make_sft_step, prepare_batch
+    from vtg_jax.train import prepare_batch
 
-    step_fn = make_sft_step(ctx.graphdef, ctx.tx, ctx.schedule, **ctx.step_kwargs())
+    step_fn = make_train_step(ctx.config, ctx.graphdef, ctx.tx, ctx.schedule, **ctx.step_kwargs())
 
     def iterate(state, batch, step):
         packed = prepare_batch(ctx.model_cfg, batch, ctx.config.micro_batches)
@@ -135,7 +135,8 @@ def _sft(ctx: RunContext) -> Iteration:
     return iterate
 
 
-def _grpo_config(c: Any):
+def grpo_config(c: Any):
+    """`train.grpo.GRPOConfig` of a run config's `grpo` section."""
     from vtg_jax.train.grpo import GRPOConfig
 
     g = c.grpo
@@ -149,15 +150,14 @@ def _grpo_like(ctx: RunContext, tempsamp: bool) -> Iteration:
     """GRPO (Time-R1 / TVG-R1 / LongVTG-R1) and TempSamp-R1 (G−1 samples + the ground truth)."""
     from vtg_jax.losses import timestamp_token_mask
     from vtg_jax.rl import group_advantages
-    from vtg_jax.train.grpo import make_grpo_step
     from vtg_jax.train.rollout import build_rl_batch, rollout_rewards
     from vtg_jax.train.tempsamp import tempsamp_group
 
     c = ctx.config
-    cfg = _grpo_config(c)
+    cfg = grpo_config(c)
     time_mask = (timestamp_token_mask(ctx.run_data.tokenizer, ctx.model_cfg.text.vocab_size)
                  if cfg.kl == "token_aware" else None)
-    step_fn = make_grpo_step(ctx.graphdef, ctx.tx, ctx.schedule, cfg, time_mask=time_mask, **ctx.step_kwargs())
+    step_fn = make_train_step(c, ctx.graphdef, ctx.tx, ctx.schedule, time_mask=time_mask, **ctx.step_kwargs())
     spec = reward_spec(c.reward)
     g = int(c.rollout.num_samples) - (1 if tempsamp else 0)
     if g < 1:
@@ -197,7 +197,8 @@ def _grpo_like(ctx: RunContext, tempsamp: bool) -> Iteration:
     return iterate
 
 
-def _opd_config(c: Any, default_aggregation: str):
+def opd_config(c: Any, default_aggregation: str = "token-mean"):
+    """`train.opd.OPDConfig` of a run config's `opd` section (its aggregation "" = `default_aggregation`)."""
     from vtg_jax.train.opd import OPDConfig
 
     o = c.opd
@@ -207,14 +208,12 @@ def _opd_config(c: Any, default_aggregation: str):
 
 def _opd(ctx: RunContext, on_policy: bool) -> Iteration:
     """Video-OPD (one student rollout, teacher log-probs; §3.1) and OP-RKD (ground-truth answers; App. C.1)."""
-    from vtg_jax.train.opd import make_op_rkd_step, make_opd_step
     from vtg_jax.train.rollout import build_rl_batch, rollout_rewards
 
     c = ctx.config
     if ctx.teacher is None:
         raise ValueError(f"{c.algorithm} needs a teacher (config.teacher.init_from or .preset)")
-    factory = make_opd_step if on_policy else make_op_rkd_step
-    step_fn = factory(ctx.graphdef, ctx.tx, ctx.schedule, _opd_config(c, "token-mean"), **ctx.step_kwargs())
+    step_fn = make_train_step(c, ctx.graphdef, ctx.tx, ctx.schedule, **ctx.step_kwargs())
     spec = reward_spec(c.reward)
     records = ctx.run_data.splits["train"]
 
@@ -248,20 +247,15 @@ def _opd(ctx: RunContext, on_policy: bool) -> Iteration:
 
 def _op_fkd(ctx: RunContext) -> Iteration:
     """OP-FKD (Video-OPD App. C.2): forward KL to the teacher's full distribution on ground-truth answers."""
-    from vtg_jax.train.distill import FKDConfig, make_op_fkd_step
     from vtg_jax.train.rollout import build_rl_batch
 
     c = ctx.config
     if ctx.teacher is None:
         raise ValueError("op_fkd needs a teacher (config.teacher.init_from or .preset)")
     t_graphdef, t_state = nnx.split(ctx.teacher)
-    f = c.fkd
-    cfg = FKDConfig(aggregation=f.aggregation, temperature=float(c.rollout.temperature),
-                    top_k=int(f.top_k) or None, topk_mode=f.topk_mode)
     t_sharding = None if ctx.mesh is None else jax.tree.map(lambda x: x.sharding, t_state)
-    step_fn = make_op_fkd_step(ctx.graphdef, ctx.tx, ctx.schedule, t_graphdef, cfg, state_sharding=ctx.state_sharding,
-                               frozen_sharding=ctx.frozen_sharding, teacher_sharding=t_sharding,
-                               batch_sharding=ctx.batch_sharding)
+    step_fn = make_train_step(c, ctx.graphdef, ctx.tx, ctx.schedule, teacher_graphdef=t_graphdef,
+                              teacher_sharding=t_sharding, **ctx.step_kwargs())
 
     def iterate(state, batch, step):
         prompts = prompt_only(batch)
@@ -274,6 +268,43 @@ def _op_fkd(ctx: RunContext) -> Iteration:
 
     iterate.step_fn = step_fn
     return iterate
+
+
+def fkd_config(c: Any):
+    """`train.distill.FKDConfig` of a run config's `fkd` section."""
+    from vtg_jax.train.distill import FKDConfig
+
+    f = c.fkd
+    return FKDConfig(aggregation=f.aggregation, temperature=float(c.rollout.temperature),
+                     top_k=int(f.top_k) or None, topk_mode=f.topk_mode)
+
+
+def make_train_step(config: Any, graphdef: nnx.GraphDef, tx: Any, schedule: Callable, *, time_mask: Any = None,
+                    teacher_graphdef: Optional[nnx.GraphDef] = None, teacher_sharding: Any = None,
+                    state_sharding: Any = None, frozen_sharding: Any = None, batch_sharding: Any = None) -> Callable:
+    """The jitted step of `config.algorithm` (one factory per objective), as the loop runs it and as
+    `vtg_jax.plan` compiles it. `time_mask`: the timestamp-token mask of LongVTG-R1's token-aware KL;
+    `teacher_graphdef` / `teacher_sharding`: OP-FKD's teacher, an argument of its step."""
+    from vtg_jax.train.distill import make_op_fkd_step
+    from vtg_jax.train.grpo import make_grpo_step
+    from vtg_jax.train.opd import make_op_rkd_step, make_opd_step
+    from vtg_jax.train.sft import make_sft_step
+
+    kw = dict(state_sharding=state_sharding, frozen_sharding=frozen_sharding, batch_sharding=batch_sharding)
+    algorithm = config.algorithm
+    if algorithm == "sft":
+        return make_sft_step(graphdef, tx, schedule, **kw)
+    if algorithm in ("grpo", "tempsamp"):
+        return make_grpo_step(graphdef, tx, schedule, grpo_config(config), time_mask=time_mask, **kw)
+    if algorithm in ("opd", "op_rkd"):
+        factory = make_opd_step if algorithm == "opd" else make_op_rkd_step
+        return factory(graphdef, tx, schedule, opd_config(config), **kw)
+    if algorithm == "op_fkd":
+        if teacher_graphdef is None:
+            raise ValueError("op_fkd's step takes the teacher: pass teacher_graphdef")
+        return make_op_fkd_step(graphdef, tx, schedule, teacher_graphdef, fkd_config(config),
+                                teacher_sharding=teacher_sharding, **kw)
+    raise ValueError(f"no train step for algorithm {algorithm!r}")
 
 
 BUILDERS: dict[str, Callable[[RunContext], Iteration]] = {

@@ -28,10 +28,10 @@ import time
 from typing import Any
 
 from vtg_jax.train.loop import _load_json, _save_json
-from vtg_jax.train.objectives import NEEDS_TEACHER
+from vtg_jax.train.run_config import TEACHER_ALGORITHMS, TRAINING_ALGORITHMS, require_complete
 
-TRAINING = ("sft", "grpo", "opd", "op_rkd", "op_fkd", "tempsamp")
-USES_TEACHER = NEEDS_TEACHER + ("select",)  # TVDF scores with it; TVG-R1 annotates with it when one is set
+TRAINING = TRAINING_ALGORITHMS
+USES_TEACHER = TEACHER_ALGORITHMS + ("select",)  # TVDF scores with it; TVG-R1 annotates with it when one is set
 _DONE_FILE = {"select": "selection.json", "eval": "eval.json"}
 
 
@@ -107,7 +107,9 @@ def _link(stage: Any, workdir: str, config: Any, policy: str, pending_subset: st
 
 
 def run_pipeline(config: Any, workdir: str) -> dict[str, Any]:
-    """Runs the stages of `config` in order (skipping finished ones); returns pipeline.json's content."""
+    """Runs the stages of `config` in order (skipping finished ones); returns pipeline.json's content.
+    Every stage's missing fields are named before the first stage runs (`run_config.require_complete`)."""
+    require_complete(config)
     t0 = time.time()
     os.makedirs(workdir, exist_ok=True)
     unknown = [n for n in config.order if n not in config.stages]

@@ -38,8 +38,9 @@ from typing import Any, Optional
 import numpy as np
 
 from vtg_jax.parallel.distributed import is_main_process
+from vtg_jax.train.run_config import SELECT_METHODS
 
-METHODS = ("tvdf", "time_r1", "tvg_r1")
+METHODS = SELECT_METHODS
 SELECTED = "selected.jsonl"
 
 
@@ -201,20 +202,21 @@ def run_selection(config: Any, workdir: str) -> dict[str, Any]:
     from vtg_jax.train.data_setup import build_run_data
     from vtg_jax.train.loop import _mesh, _save_json, _show_progress
     from vtg_jax.train.model_setup import build_model
+    from vtg_jax.train.run_config import require_complete, uses_teacher
 
     s = config.select
     if s.method not in METHODS:
         raise ValueError(f"select.method must be one of {METHODS}, got {s.method!r}")
+    require_complete(config)
     t0 = time.time()
     os.makedirs(workdir, exist_ok=True)
     _save_json(workdir, "run_config.json", config.to_dict())
     mesh = _mesh(config)
     with (sharded_call(mesh, DEFAULT_RULES) if mesh is not None else contextlib.nullcontext()):
         policy = build_model(config.model, seed=config.seed, mesh=mesh)
-        has_teacher = bool(config.teacher.init_from or config.teacher.preset)
-        teacher = build_model(config.teacher, seed=config.seed + 1, mesh=mesh) if has_teacher else None
-        if s.method == "tvdf" and teacher is None:
-            raise ValueError("select.method=tvdf needs a teacher (config.teacher.init_from or .preset)")
+        teacher = None  # time_r1 scores the policy only; tvdf's teacher is set (require_complete)
+        if uses_teacher(config):
+            teacher = build_model(config.teacher, seed=config.seed + 1, mesh=mesh, name="teacher")
         run_data = build_run_data(policy.cfg, config.data, workdir, progress=_show_progress(config))
         pool, n_excluded = _pool(run_data, s)
         if not pool:

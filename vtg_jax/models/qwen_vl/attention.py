@@ -8,8 +8,11 @@ and, with `causal`, `j <= q_offset + i`. Softmax is float32; masked logits behav
 negative finite value (no NaN for a row that sees nothing).
 
 Implementations (`impl`):
-  "xla"     `jax.nn.dot_product_attention` over the full [T, S] score matrix with a boolean mask. On
-            GPU / TPU this lowers to cuDNN / fused XLA kernels, so it is what "auto" picks there.
+  "xla"     `jax.nn.dot_product_attention` over the full [T, S] score matrix with a boolean mask, with
+            jax's default implementation: on TPU (and on GPU unless cuDNN is asked for) that is XLA's
+            plain einsum + softmax, which materialises the float32 [B, N, T, S] scores (no flash
+            kernel; `python -m vtg_jax.plan` shows what that costs at video lengths). "auto" picks it
+            on GPU / TPU.
   "chunked" a hand-written kernel for XLA:CPU (what "auto" picks on CPU). On CPU the generic path is
             slow in the backward pass: autodiff of the softmax emits several full passes over the
             [B, N, T, S] matrices, and the [B, T, N, hd] layout makes XLA transpose the probabilities
@@ -25,7 +28,8 @@ Implementations (`impl`):
             Rows that see no key at all (e.g. queries at left padding) are unspecified (they are in
             both implementations, differently); every visible row agrees with "xla" to float32
             rounding, in values and gradients.
-  "auto"    "xla" unless the default backend is CPU.
+  "auto"    "xla" unless the default backend is CPU (the backend of the process that traces: a CPU host
+            compiling for a TPU must name "xla", as `vtg_jax.plan` does).
 
 `shared_prefix_attention` is the sampler's decode / scoring kernel over a SHARED prompt prefix: the G
 sample rows of a prompt attend to one copy of the prompt's K/V (stacked as extra query rows, like GQA

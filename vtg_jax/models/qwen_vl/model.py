@@ -27,7 +27,8 @@ from flax import nnx
 from vtg_jax.models.qwen_vl.attention import check_impl
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
 from vtg_jax.models.qwen_vl.rope import get_rope_index, text_position_ids
-from vtg_jax.models.qwen_vl.text import TextModel, check_remat, dense, logical_constraint
+from vtg_jax.models.qwen_vl.remat import check_remat
+from vtg_jax.models.qwen_vl.text import TextModel, dense, logical_constraint
 from vtg_jax.models.qwen_vl.vision import VisionTower, prepare_vision_inputs
 
 

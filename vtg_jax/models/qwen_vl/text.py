@@ -35,6 +35,7 @@ from flax import nnx
 from vtg_jax.models.qwen_vl.attention import attention, check_impl, shared_prefix_attention
 from vtg_jax.models.qwen_vl.config import TextConfig
 from vtg_jax.models.qwen_vl.linear import Linear
+from vtg_jax.models.qwen_vl.remat import check_remat, checkpointed
 from vtg_jax.models.qwen_vl.rope import apply_rope, mrope_cos_sin
 from vtg_jax.parallel.rules import logical_to_spec
 
@@ -60,21 +61,6 @@ def logical_constraint(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     if not rules or mesh.empty:
         return x
     return jax.lax.with_sharding_constraint(x, logical_to_spec(tuple(names), tuple(rules), mesh))
-
-
-# Activation-checkpoint policies by name (`remat` argument of the model).
-REMAT_POLICIES: dict[str, Any] = {
-    "full": None,  # save nothing: recompute the whole layer
-    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,
-    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "everything_saveable": jax.checkpoint_policies.everything_saveable,
-}
-
-
-def check_remat(remat: str) -> None:
-    if remat != "none" and remat not in REMAT_POLICIES:
-        raise ValueError(f"unknown remat policy {remat!r}; choose 'none' or one of {sorted(REMAT_POLICIES)}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -232,10 +218,6 @@ class DecoderLayer(nnx.Module):
         return logical_constraint(h, ("batch", "length", "embed")), kv
 
 
-def _layer_plain(layer: DecoderLayer, h, cos, sin, key_mask):
-    return layer(h, cos, sin, key_mask)[0]
-
-
 def attention_mask_4d(
     attention_mask: jax.Array | None, batch: int, q_len: int, k_len: int, q_offset: jax.Array | int = 0
 ) -> jax.Array:
@@ -297,15 +279,12 @@ class TextModel(nnx.Module):
         key_mask = None if attention_mask is None else jnp.asarray(attention_mask).astype(bool)
         hidden = [h] if output_hidden_states else None
         new_cache = [] if cache is not None else None
-        step = _layer_plain
-        if self.remat != "none" and cache is None:
-            step = nnx.remat(_layer_plain, policy=REMAT_POLICIES[self.remat])
         for i, layer in enumerate(self.layers):
             if cache is not None:
                 h, kv = layer(h, cos, sin, key_mask, cache[i], cache_index)
                 new_cache.append(kv)
             else:
-                h = step(layer, h, cos, sin, key_mask)
+                h = checkpointed(layer, self.remat)(h, cos, sin, key_mask)[0]
             if hidden is not None and i < len(self.layers) - 1:
                 hidden.append(h)
             if i < len(deepstack):

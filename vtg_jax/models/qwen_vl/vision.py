@@ -17,19 +17,13 @@ from flax import nnx
 from vtg_jax.models.qwen_vl import convert_table as ct
 from vtg_jax.models.qwen_vl.attention import check_impl
 from vtg_jax.models.qwen_vl.config import VisionConfig
+from vtg_jax.models.qwen_vl.remat import checkpointed
 from vtg_jax.models.qwen_vl.vision_inputs import check_family, prepare_vision_inputs
 from vtg_jax.models.qwen_vl.vision_layers import (
-    Dtype, Layout, Qwen25PatchMerger, Qwen3PatchMerger, VisionBlock, annotated, dense, permute_rows,
+    Dtype, Qwen25PatchMerger, Qwen3PatchMerger, VisionBlock, annotated, dense, permute_rows,
     vision_rope)
 
 __all__ = ["VisionTower", "prepare_vision_inputs", "vision_conversion_rows"]
-
-
-def _run_block(block: VisionBlock, x: jax.Array, cos: jax.Array, sin: jax.Array, layout: Layout) -> jax.Array:
-    return block(x, cos, sin, layout)
-
-
-_run_block_remat = nnx.remat(_run_block)
 
 
 class VisionTower(nnx.Module):
@@ -96,10 +90,9 @@ class VisionTower(nnx.Module):
             x, pos = self._window_gather(x, index, inverse), self._window_gather(pos, index, inverse)
             win = tuple(inputs[f"win_{k}"] for k in ("gather", "valid", "scatter"))
         cos, sin = vision_rope(pos, cfg.head_dim)  # from the permuted ids == permuted cos/sin
-        run = _run_block_remat if self.remat else _run_block
         deepstack = []
         for i, block in enumerate(self.blocks):
-            x = run(block, x, cos, sin, full if qwen3 or i in cfg.fullatt_block_indexes else win)
+            x = checkpointed(block, "full" if self.remat else "none")(x, cos, sin, full if qwen3 or i in cfg.fullatt_block_indexes else win)
             if qwen3 and i in cfg.deepstack_visual_indexes:
                 k = cfg.deepstack_visual_indexes.index(i)
                 deepstack.append(self.deepstack_merger_list[k](x))

@@ -1,0 +1,327 @@
+"""Every jitted program of one iteration of a recipe, built on abstract inputs and ready to lower.
+
+    run = abstract_run(config, mesh, platform)   # models as ShapeDtypeStructs with their shardings
+    for program in iteration_programs(config, run):
+        lowered = program.lower()               # traced and lowered by the loop's own step factories
+
+Which programs an algorithm runs (`PROGRAMS`, one row per algorithm, so a registry of algorithms can
+list them) mirrors `train.objectives`: a rollout (shared-prefix prefill + decode loop) for the
+sampled-reward and on-policy objectives, teacher / reference scoring (prefill + one teacher-forced
+pass) where the objective needs it, the update (`objectives.make_train_step`, the very factory the
+loop calls), and the greedy evaluation decode (run every `eval.every` steps, reported apart from the
+iteration). Nothing reads weights: models come from `nnx.eval_shape`, optimizer state from
+`jax.eval_shape(tx.init)`, and every argument is a `ShapeDtypeStruct` carrying the `NamedSharding`
+the loop gives it (parameters by their logical names, batches replicated as `train.loop` passes them).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import flax.core.spmd as core_spmd
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from vtg_jax.models.qwen_vl import QwenVL
+from vtg_jax.models.qwen_vl.config import QwenVLConfig, load_config
+from vtg_jax.models.qwen_vl.presets import get_preset
+from vtg_jax.parallel.rules import DEFAULT_RULES, sharded_call
+from vtg_jax.plan import flops as model_flops
+from vtg_jax.plan.shapes import VideoGeometry, completion_buffer, rl_batch, sampler_prompts, sft_batch, video_geometry
+from vtg_jax.sampling import engine
+from vtg_jax.train.model_setup import is_hf_dir, model_options, reference_section
+from vtg_jax.train.objectives import NEEDS_TEACHER, make_train_step, needs_reference
+from vtg_jax.train.optim import make_optimizer
+from vtg_jax.train.run_config import optim_config
+from vtg_jax.train.state import TrainState, merge_model, split_model, state_shardings
+
+SDS = jax.ShapeDtypeStruct
+
+# Programs of one iteration per algorithm (then "train_step"); the evaluation decode is listed apart.
+PROGRAMS: dict[str, tuple[str, ...]] = {
+    "sft": ("train_step",),
+    "grpo": ("rollout_prefill", "rollout_decode", "reference_prefill", "reference_score", "train_step"),
+    "tempsamp": ("rollout_prefill", "rollout_decode", "reference_prefill", "reference_score", "train_step"),
+    "opd": ("rollout_prefill", "rollout_decode", "teacher_prefill", "teacher_score", "train_step"),
+    "op_rkd": ("teacher_prefill", "teacher_score", "train_step"),
+    "op_fkd": ("train_step",),
+    "eval": (),
+}
+EVAL_PROGRAMS = ("eval_prefill", "eval_decode")
+
+
+@dataclasses.dataclass
+class AbstractModel:
+    """A model as the loop holds it: graphdef + abstract state (ShapeDtypeStructs with shardings)."""
+
+    cfg: QwenVLConfig
+    graphdef: nnx.GraphDef
+    state: Any
+
+
+@dataclasses.dataclass
+class AbstractRun:
+    """What one run keeps on the devices, abstractly: the policy's train state and frozen part, the
+    teacher and reference, plus the geometry of the planned video."""
+
+    config: Any
+    mesh: jax.sharding.Mesh
+    cfg: QwenVLConfig
+    geometry: VideoGeometry
+    graphdef: nnx.GraphDef  # the policy's (trainable / frozen split)
+    train_state: TrainState
+    frozen: Any
+    tx: Any
+    schedule: Callable
+    teacher: Optional[AbstractModel] = None
+    reference: Optional[AbstractModel] = None
+
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec())
+
+    def policy(self) -> AbstractModel:
+        """The policy as the sampler sees it (trainable and frozen parts merged)."""
+        graphdef, state = nnx.split(merge_model(self.graphdef, self.train_state.params, self.frozen))
+        return AbstractModel(self.cfg, graphdef, state)
+
+    def resident(self) -> dict[str, Any]:
+        """Arrays that live on the devices for the whole run, by name (see `Program.arguments`)."""
+        out = {"params": self.train_state.params, "opt_state": self.train_state.opt_state, "frozen": self.frozen}
+        if self.teacher is not None:
+            out["teacher"] = self.teacher.state
+        if self.reference is not None:
+            out["reference"] = self.reference.state
+        return out
+
+
+@dataclasses.dataclass
+class Program:
+    """One jitted program: `lower()` traces it; `calls` is how many times one iteration runs the body
+    XLA's cost analysis counts once (decode steps of the loop, micro-batches of the update); `arguments`
+    names the resident arrays it takes, so the others are added to its memory; `model_flops` per call
+    of the whole program (not per loop trip)."""
+
+    name: str
+    lower: Callable[[], Any]
+    calls: int
+    arguments: tuple[str, ...]
+    model_flops: float
+    in_iteration: bool = True
+    after: Optional[str] = None  # a program whose compiled outputs are this one's inputs
+
+
+def _config_of(section: Any) -> QwenVLConfig:
+    """The architecture a model section names, from its preset or its HF directory's config.json
+    (no weights read)."""
+    opts = model_options(section)
+    if section["preset"]:
+        return get_preset(section["preset"]).replace(rope_index_rule=opts["rope_index_rule"])
+    path = section["init_from"]
+    if path and is_hf_dir(path):
+        return load_config(path, opts["rope_index_rule"])
+    raise ValueError(f"planning needs the architecture: set the section's preset (init_from {path!r} is not an "
+                     "HF directory with a config.json)")
+
+
+def _abstract_module(section: Any, platform: str, seed: int) -> QwenVL:
+    opts = model_options(section)
+    impl = opts["attention_impl"]
+    if impl == "auto":  # resolved for the TARGET, not this host's backend
+        impl = "chunked" if platform == "cpu" else "xla"
+    cfg = _config_of(section)
+    return nnx.eval_shape(lambda: QwenVL(cfg, dtype=opts["dtype"], param_dtype=opts["param_dtype"],
+                                         remat=opts["remat"], attention_impl=impl, rngs=nnx.Rngs(seed)))
+
+
+def with_shardings(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """ShapeDtypeStructs of an abstract nnx State / TrainState, each with its NamedSharding."""
+    shardings = state_shardings(tree, mesh)
+    return jax.tree.map(lambda sh, sub: jax.tree.map(lambda x: SDS(x.shape, x.dtype, sharding=sh), sub),
+                        shardings, tree)
+
+
+def _frozen_model(section: Any, mesh: jax.sharding.Mesh, platform: str, seed: int) -> AbstractModel:
+    module = _abstract_module(section, platform, seed)
+    graphdef, state = nnx.split(module)
+    return AbstractModel(module.cfg, graphdef, with_shardings(state, mesh))
+
+
+def abstract_run(config: Any, mesh: jax.sharding.Mesh, platform: str) -> AbstractRun:
+    """The run's models and optimizer state as the loop would build them, abstractly."""
+    module = _abstract_module(config.model, platform, int(config.seed))
+    graphdef, params, frozen = split_model(module, bool(config.model.freeze_vision))
+    tx, schedule = make_optimizer(optim_config(config))
+    scalar = SDS((), jnp.int32)
+    state = TrainState(step=scalar, params=params, opt_state=jax.eval_shape(tx.init, params), skipped=scalar)
+    run = AbstractRun(config=config, mesh=mesh, cfg=module.cfg, geometry=video_geometry(config, module.cfg),
+                      graphdef=graphdef, train_state=with_shardings(state, mesh), frozen=with_shardings(frozen, mesh),
+                      tx=tx, schedule=schedule)
+    if config.algorithm in NEEDS_TEACHER:
+        run.teacher = _frozen_model(config.teacher, mesh, platform, int(config.seed) + 1)
+    if needs_reference(config):
+        run.reference = _frozen_model(reference_section(config), mesh, platform, int(config.seed))
+    return run
+
+
+def _replicate(tree: Any, sharding: NamedSharding) -> Any:
+    return jax.tree.map(lambda s: SDS(s.shape, s.dtype, sharding=sharding), tree)
+
+
+def _rules_key() -> tuple:
+    return tuple(core_spmd.get_logical_axis_rules() or ())
+
+
+def _outputs(compiled: Any, lowered: Any) -> Any:
+    """A compiled program's outputs as ShapeDtypeStructs with the shardings it produces them in."""
+    return jax.tree.map(lambda info, sh: SDS(info.shape, info.dtype, sharding=sh), lowered.out_info,
+                        compiled.output_shardings)
+
+
+class Sampler:
+    """Prefill / decode / score programs of one model on `prompts` prompts x `samples` rows each."""
+
+    def __init__(self, run: AbstractRun, model: AbstractModel, prompts: int, samples: int):
+        self.run, self.model, self.samples = run, model, samples
+        self.inputs, self.length = sampler_prompts(model.cfg, run.geometry, prompts)
+        self.inputs = _replicate(self.inputs, run.replicated())
+        self.prefilled: Any = None  # set by `prefill_outputs` from the compiled prefill
+
+    def lower_prefill(self, new_tokens: int) -> Any:
+        with sharded_call(self.run.mesh, DEFAULT_RULES):
+            return engine.prefill.lower(self.model.graphdef, self.model.state, self.inputs,
+                                        num_samples=self.samples, cache_len=self.length + new_tokens,
+                                        rules_key=_rules_key())
+
+    def prefill_outputs(self, compiled: Any, lowered: Any) -> None:
+        self.prefilled = _outputs(compiled, lowered)
+
+    def lower_decode(self, max_new_tokens: int, *, greedy: bool, top_k: int, top_p: float) -> Any:
+        p, rows = self.prefilled, self.prefilled["logits"].shape[0]
+        rep = self.run.replicated()
+        scalar = lambda dtype: SDS((), dtype, sharding=rep)  # noqa: E731
+        with sharded_call(self.run.mesh, DEFAULT_RULES):
+            return engine.decode.lower(
+                self.model.graphdef, self.model.state, p["cache"], p["logits"], p["mask"], p["last_pos"],
+                SDS((rows,), jnp.int32, sharding=rep), SDS((rows,), jnp.int32, sharding=rep), scalar(jnp.uint32),
+                scalar(jnp.int32), SDS((1,), jnp.int32, sharding=rep), scalar(jnp.float32), scalar(jnp.float32),
+                prompt_len=self.length, num_buf=completion_buffer(max_new_tokens), greedy=greedy, top_k=int(top_k),
+                use_top_p=top_p < 1.0, pad_id=0, rules_key=_rules_key())
+
+    def lower_score(self, completion_slots: int) -> Any:
+        p, rows = self.prefilled, self.prefilled["logits"].shape[0]
+        rep = self.run.replicated()
+        with sharded_call(self.run.mesh, DEFAULT_RULES):
+            return engine.completion_logprobs.lower(
+                self.model.graphdef, self.model.state, p["cache"], p["logits"], p["mask"], p["last_pos"],
+                SDS((rows, completion_slots), jnp.int32, sharding=rep), SDS((), jnp.float32, sharding=rep),
+                prompt_len=self.length, chunk_size=None, rules_key=_rules_key())
+
+
+def _time_mask(config: Any, vocab: int) -> Optional[np.ndarray]:
+    """LongVTG-R1's timestamp-token mask: its shape is what the program needs (values from the tokenizer)."""
+    return np.zeros((vocab,), bool) if config.grpo.kl == "token_aware" else None
+
+
+def _rollout_samples(config: Any) -> int:
+    """Completions sampled per prompt (TempSamp-R1 samples G - 1 and adds the ground truth)."""
+    g = int(config.rollout.num_samples)
+    return {"opd": 1, "tempsamp": g - 1}.get(config.algorithm, g)
+
+
+def _train_rows(config: Any) -> int:
+    """Completions per prompt in the update's batch."""
+    return {"opd": 1, "op_rkd": 1, "op_fkd": 1}.get(config.algorithm, int(config.rollout.num_samples))
+
+
+def _train_program(run: AbstractRun) -> Program:
+    c, geo = run.config, run.geometry
+    batch, micro = int(c.batch_size), int(c.micro_batches)
+    new = int(c.rollout.max_new_tokens)
+    rows = _train_rows(c)
+    if c.algorithm == "sft":
+        data = sft_batch(run.cfg, geo, batch, micro)
+        rows, new = 1, geo.answer_tokens
+    else:
+        data = rl_batch(run.cfg, geo, batch, rows, new, micro, ref_logp=run.reference is not None,
+                        teacher_logp=c.algorithm in ("opd", "op_rkd"))
+    data = _replicate(data, run.replicated())
+    teacher = run.teacher if c.algorithm == "op_fkd" else None
+    shardings_of = lambda tree: jax.tree.map(lambda s: s.sharding, tree)  # noqa: E731
+    step = make_train_step(c, run.graphdef, run.tx, run.schedule, time_mask=_time_mask(c, run.cfg.text.vocab_size),
+                           teacher_graphdef=None if teacher is None else teacher.graphdef,
+                           teacher_sharding=None if teacher is None else shardings_of(teacher.state),
+                           state_sharding=shardings_of(run.train_state), frozen_sharding=shardings_of(run.frozen),
+                           batch_sharding=run.replicated())
+    args = (run.train_state, run.frozen) + (() if teacher is None else (teacher.state,)) + (data,)
+
+    def lower():
+        with sharded_call(run.mesh, DEFAULT_RULES):
+            return step.jitted.lower(*args)
+
+    vision = model_flops.vision_forward(run.cfg, geo.groups, geo.grid_h, geo.grid_w)
+    flops = model_flops.train_step(run.cfg, batch, batch * rows, geo.prompt_tokens, new, vision,
+                                   bool(c.model.freeze_vision))
+    if teacher is not None:  # OP-FKD's teacher forward over the same sequences, inside the step
+        t_vision = model_flops.vision_forward(teacher.cfg, geo.groups, geo.grid_h, geo.grid_w)
+        flops += model_flops.train_step(teacher.cfg, batch, batch * rows, geo.prompt_tokens, new, t_vision, True) / 3
+    names = ("params", "opt_state", "frozen") + (() if teacher is None else ("teacher",))
+    return Program("train_step", lower, calls=micro, arguments=names, model_flops=flops)
+
+
+def _sampling_programs(run: AbstractRun, prefix: str, model: AbstractModel, arguments: tuple[str, ...],
+                       prompts: int, samples: int, new_tokens: int, *, decode: bool, greedy: bool = False,
+                       in_iteration: bool = True) -> list[Program]:
+    """prefill + (decode loop | teacher-forced score) of `model` for `prompts` x `samples` rows."""
+    c, geo = run.config, run.geometry
+    sampler = Sampler(run, model, prompts, samples)
+    slots = completion_buffer(new_tokens)
+    vision = model_flops.vision_forward(model.cfg, geo.groups, geo.grid_h, geo.grid_w)
+    pre = Program(f"{prefix}_prefill", lambda: sampler.lower_prefill(slots), calls=1, arguments=arguments,
+                  model_flops=model_flops.prefill(model.cfg, prompts, geo.prompt_tokens, vision),
+                  in_iteration=in_iteration)
+    pre.sampler = sampler  # the plan hands the compiled prefill's outputs to the next program
+    rows = prompts * samples
+    tail_flops = model_flops.completions(model.cfg, rows, geo.prompt_tokens, new_tokens)
+    if decode:
+        r = c.rollout
+        tail = Program(f"{prefix}_decode", lambda: sampler.lower_decode(
+            new_tokens, greedy=greedy, top_k=0 if greedy else int(r.top_k), top_p=1.0 if greedy else float(r.top_p)),
+            calls=new_tokens, arguments=arguments, model_flops=tail_flops, in_iteration=in_iteration,
+            after=pre.name)
+    else:
+        tail = Program(f"{prefix}_score", lambda: sampler.lower_score(slots), calls=1, arguments=arguments,
+                       model_flops=tail_flops, in_iteration=in_iteration, after=pre.name)
+    return [pre, tail]
+
+
+def iteration_programs(run: AbstractRun) -> list[Program]:
+    """Every program of one iteration of `run.config`'s algorithm, in the order the loop runs them,
+    then the evaluation decode (not part of the iteration)."""
+    c = run.config
+    if c.algorithm not in PROGRAMS:
+        raise ValueError(f"no plan for algorithm {c.algorithm!r}; plannable: {sorted(PROGRAMS)}")
+    names = set(PROGRAMS[c.algorithm])
+    batch = int(c.batch_size)
+    new = int(c.rollout.max_new_tokens)
+    policy_args = ("params", "frozen")
+    out: list[Program] = []
+    if "rollout_prefill" in names:
+        out += _sampling_programs(run, "rollout", run.policy(), policy_args, batch, _rollout_samples(c), new,
+                                  decode=True)
+    if run.teacher is not None and "teacher_prefill" in names:
+        # OPD scores the student's rollout; OP-RKD the ground-truth answer (its buffer: the answer's length)
+        new_t = new if c.algorithm == "opd" else run.geometry.answer_tokens
+        out += _sampling_programs(run, "teacher", run.teacher, ("teacher",), batch, 1, new_t, decode=False)
+    if run.reference is not None and "reference_prefill" in names:
+        out += _sampling_programs(run, "reference", run.reference, ("reference",), batch,
+                                  int(c.rollout.num_samples), new, decode=False)
+    if c.algorithm != "eval":
+        out.append(_train_program(run))
+    if tuple(c.eval.splits):
+        e = c.eval
+        out += _sampling_programs(run, "eval", run.policy(), policy_args, int(e.batch_size), 1,
+                                  int(e.max_new_tokens), decode=True, greedy=True, in_iteration=False)
+    return out
