@@ -106,6 +106,9 @@ def prepare_host(target: Target) -> None:
         os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
     else:
         os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+        # libtpu locks /tmp/libtpu_lockfile for one process per host (it owns the chips); compiling
+        # touches no chip, so several plans may run side by side
+        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 
 def target_devices(target: Target) -> list[Any]:

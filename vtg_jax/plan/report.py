@@ -53,7 +53,8 @@ def format_table(report: PlanReport) -> str:
                  f"peak {_gib(tot['peak_bytes'])} GiB per chip")
     for p in report.not_fitting():
         why = p.error or f"needs {_gib(p.peak_bytes)} GiB per chip of {_gib(hbm)} GiB"
-        lines.append(f"DOES NOT FIT: {p.name}: {why}; short by {_gib(p.shortfall_bytes)} GiB")
+        short = f"; short by {_gib(p.shortfall_bytes)} GiB" if p.shortfall_bytes else ""
+        lines.append(f"DOES NOT FIT: {p.name}: {why}{short}")
     return "\n".join(lines)
 
 
