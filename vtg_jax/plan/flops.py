@@ -14,13 +14,7 @@ math.
 from __future__ import annotations
 
 from vtg_jax.models.qwen_vl.config import QwenVLConfig, TextConfig, VisionConfig
-
-
-def text_layer_weights(t: TextConfig) -> int:
-    """Matmul weights of one decoder layer (q, k, v, o projections and the gated MLP)."""
-    q = t.num_attention_heads * t.head_dim
-    kv = t.num_key_value_heads * t.head_dim
-    return t.hidden_size * (q + 2 * kv) + q * t.hidden_size + 3 * t.hidden_size * t.intermediate_size
+from vtg_jax.train.model_size import text_layer_weights
 
 
 def text_forward(t: TextConfig, tokens: int, context_pairs: int, logits: int) -> float:

@@ -118,8 +118,7 @@ def parse_oom(message: str) -> Optional[tuple[int, int]]:
     return None
 
 
-def measure(program: Program, lowered_compiled: tuple[Any, Any], target: Target, resident: int) -> ProgramReport:
-    lowered, compiled = lowered_compiled
+def measure(program: Program, compiled: Any, target: Target, resident: int) -> ProgramReport:
     r = ProgramReport(program.name, program.in_iteration, program.calls, model_flops=program.model_flops)
     mem = compiled.memory_analysis()
     if mem is not None:
@@ -194,10 +193,10 @@ def plan(config: Any, target: Target, *, only: tuple[str, ...] = (), recipe: str
             failed.add(program.name)
             log(f"  {program.name}: NOT compiled ({reports[-1].error})")
             continue
-        r = measure(program, (lowered, compiled), target, extra)
+        r = measure(program, compiled, target, extra)
         r.compile_s = time.perf_counter() - t0
-        if hasattr(program, "sampler"):
-            program.sampler.prefill_outputs(compiled, lowered)
+        if program.on_compiled is not None:
+            program.on_compiled(compiled, lowered)
         reports.append(r)
         log(f"  {program.name}: {r.compile_s:.1f} s, peak {r.peak_bytes / GIB:.2f} GiB per chip")
     geo = dataclasses.asdict(run.geometry)

@@ -111,6 +111,7 @@ class Program:
     model_flops: float
     in_iteration: bool = True
     after: Optional[str] = None  # a program whose compiled outputs are this one's inputs
+    on_compiled: Optional[Callable[[Any, Any], None]] = None  # (compiled, lowered): hands outputs on
 
 
 def _config_of(section: Any) -> QwenVLConfig:
@@ -281,8 +282,7 @@ def _sampling_programs(run: AbstractRun, prefix: str, model: AbstractModel, argu
     vision = model_flops.vision_forward(model.cfg, geo.groups, geo.grid_h, geo.grid_w)
     pre = Program(f"{prefix}_prefill", lambda: sampler.lower_prefill(slots), calls=1, arguments=arguments,
                   model_flops=model_flops.prefill(model.cfg, prompts, geo.prompt_tokens, vision),
-                  in_iteration=in_iteration)
-    pre.sampler = sampler  # the plan hands the compiled prefill's outputs to the next program
+                  in_iteration=in_iteration, on_compiled=sampler.prefill_outputs)
     rows = prompts * samples
     tail_flops = model_flops.completions(model.cfg, rows, geo.prompt_tokens, new_tokens)
     if decode:

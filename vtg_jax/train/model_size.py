@@ -2,8 +2,8 @@
 
 The config checks (`run_config.require_complete`) run before anything touches devices and must answer
 in a fraction of a second, while importing the package `vtg_jax.models.qwen_vl` imports the model
-(jax and flax: seconds on a loaded host). Its `config` and `presets` modules are pure Python, so
-`preset_configs` reads the preset table from them alone when the package is not imported yet.
+(jax and flax: seconds on a loaded host) only when a model name is used: its `config` and `presets`
+modules are pure Python and the package imports lazily.
 
 A preset above `REAL_SIZE_PARAMETERS` is a real-size model (the released 2B..72B Qwen-VL sizes): random
 weights for it are never a sensible default, so a run must name its checkpoint or ask for random
@@ -11,38 +11,23 @@ initialisation explicitly (`random_init`). The tiny test and demo presets are fa
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
-import sys
 from typing import Any
 
 REAL_SIZE_PARAMETERS = 100_000_000
-MODELS_PACKAGE = "vtg_jax.models.qwen_vl"
 
 
 def preset_configs() -> dict[str, Any]:
-    """{preset name: QwenVLConfig} of `vtg_jax.models.qwen_vl.presets`, without importing jax.
+    """{preset name: QwenVLConfig} of `vtg_jax.models.qwen_vl.presets` (pure Python: no jax import)."""
+    from vtg_jax.models.qwen_vl.presets import PRESETS
 
-    When the package is not imported yet, its `config` and `presets` modules are executed from their
-    files under their own names (`presets` imports only `config`, found registered) and unregistered
-    afterwards, so that a later import of the package loads it normally."""
-    if MODELS_PACKAGE in sys.modules:
-        return importlib.import_module(f"{MODELS_PACKAGE}.presets").PRESETS
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "qwen_vl")
-    names = [f"{MODELS_PACKAGE}.config", f"{MODELS_PACKAGE}.presets"]
-    try:
-        modules = []
-        for name in names:
-            spec = importlib.util.spec_from_file_location(name, os.path.join(root, name.rsplit(".", 1)[1] + ".py"))
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module  # dataclasses resolve their annotations through sys.modules
-            spec.loader.exec_module(module)
-            modules.append(module)
-        return modules[-1].PRESETS
-    finally:
-        for name in names:
-            sys.modules.pop(name, None)
+    return PRESETS
+
+
+def text_layer_weights(t: Any) -> int:
+    """Matmul weights of one decoder layer of a `TextConfig` (q, k, v, o projections, the gated MLP)."""
+    q = t.num_attention_heads * t.head_dim
+    kv = t.num_key_value_heads * t.head_dim
+    return t.hidden_size * (q + 2 * kv) + q * t.hidden_size + 3 * t.hidden_size * t.intermediate_size
 
 
 def parameter_count(cfg: Any) -> int:
@@ -50,9 +35,8 @@ def parameter_count(cfg: Any) -> int:
     t, v = cfg.text, cfg.vision
     qwen3 = cfg.family == "qwen3_vl"
     q, kv = t.num_attention_heads * t.head_dim, t.num_key_value_heads * t.head_dim
-    attention = t.hidden_size * (q + 2 * kv) + q * t.hidden_size
-    attention += (q + 2 * kv) * t.attention_bias + 2 * t.head_dim * t.qk_norm
-    layer = attention + 3 * t.hidden_size * t.intermediate_size + 2 * t.hidden_size
+    biases_and_norms = (q + 2 * kv) * t.attention_bias + 2 * t.head_dim * t.qk_norm + 2 * t.hidden_size
+    layer = text_layer_weights(t) + biases_and_norms
     text = t.vocab_size * t.hidden_size * (1 if cfg.tie_word_embeddings else 2) + t.num_hidden_layers * layer
     text += t.hidden_size  # the final norm
 
