@@ -191,7 +191,7 @@ def main() -> None:
 
     from vtg_jax.data.loader import make_loader, qwen_vl_buckets
     from vtg_jax.data.records import read_jsonl
-    from vtg_jax.data.synthetic import trivial_baselines
+    from vtg_jax.eval.baselines import trivial_baselines
     from vtg_jax.models.qwen_vl import QwenVL
     from vtg_jax.train import (OptimConfig, init_train_state, make_optimizer, make_sft_step, merge_model,
                                num_params, prepare_batch)

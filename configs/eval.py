@@ -10,7 +10,7 @@ Args: "" (the synthetic benchmark) | "paper" (your data: --config.data.val=... -
 --config.data.tokenizer=<HF dir>; the model's architecture comes from the checkpoint; frames as qwen-vl-utils
 samples them at 2 fps, <= 768 frames) | "timelens" (the same with TimeLens' <= 448 frames).
 """
-from vtg_jax.train.run_config import TIMELENS_MAX_FRAMES, base_config, paper_scale
+from vtg_jax.run.config import TIMELENS_MAX_FRAMES, base_config, paper_scale
 
 
 def get_config(arg: str = ""):

@@ -12,7 +12,7 @@ Args (`--config=configs/grpo.py:<arg>`):
   "time_r1"   Time-R1-style: Qwen2.5-VL-7B, tIoU + <think>/<answer> format reward, k3 KL beta 0.04, 2 fps,
               total_pixels 3584*28*28
 """
-from vtg_jax.train.run_config import (TIME_R1_PLAN_SECONDS, TIME_R1_TOTAL_PIXELS, VIDEO_OPD_PLAN_SECONDS,
+from vtg_jax.run.config import (TIME_R1_PLAN_SECONDS, TIME_R1_TOTAL_PIXELS, VIDEO_OPD_PLAN_SECONDS,
                                       VIDEO_OPD_TOTAL_PIXELS, base_config, paper_scale, tiny_rl, tvg_r1_sampling)
 
 

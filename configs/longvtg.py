@@ -8,7 +8,7 @@ Args (`--config=configs/longvtg.py:<arg>`):
   ""        tiny CPU preset on the synthetic benchmark from the shipped demo student
   "paper"   LongVTG-R1 §4.1: Qwen2.5-VL-7B, G = 8, lr 1e-6, batch 32, the <timestamp> prompt
 """
-from vtg_jax.train.run_config import base_config, paper_scale, tiny_rl
+from vtg_jax.run.config import base_config, paper_scale, tiny_rl
 
 
 def get_config(arg: str = ""):

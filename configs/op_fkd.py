@@ -5,7 +5,7 @@ next-token distribution to the student's on ground-truth answers (the teacher ru
 
 Args: "" (the demo's tiny student and teacher, CPU) | "paper" (Video-OPD scale, as configs/opd.py:paper).
 """
-from vtg_jax.train.run_config import base_config, distillation_setting
+from vtg_jax.run.config import base_config, distillation_setting
 
 
 def get_config(arg: str = ""):

@@ -9,7 +9,7 @@ Args (`--config=configs/opd.py:<arg>`):
             batch 32, one epoch (--init_from=<student HF dir> --config.teacher.init_from=<teacher HF dir>
             --config.data.train=... --config.data.frame_store=... --config.data.tokenizer=<HF dir>)
 """
-from vtg_jax.train.run_config import base_config, distillation_setting
+from vtg_jax.run.config import base_config, distillation_setting
 
 
 def get_config(arg: str = ""):

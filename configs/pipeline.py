@@ -1,6 +1,6 @@
 """python -m vtg_jax.main --config=configs/pipeline.py:video_opd --workdir=/tmp/vtg_video_opd
 
-The papers' recipes as chained stages (`vtg_jax.train.pipeline`), each stage a complete recipe config
+The papers' recipes as chained stages (`vtg_jax.run.pipeline`), each stage a complete recipe config
 run in <workdir>/<stage>; override any of them with --config.stages.<stage>.<key>=<value>.
 
 Args (`--config=configs/pipeline.py:<name>[,paper]`); without ",paper" tiny CPU settings on the shipped
@@ -20,7 +20,7 @@ import os
 
 import ml_collections
 
-from vtg_jax.train.run_config import DEMO_STUDENT
+from vtg_jax.run.config import DEMO_STUDENT
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 NAMES = ("video_opd", "video_opd_rounds", "grpo_time_r1", "tvg_r1", "tempsamp_hybrid")

@@ -1,6 +1,6 @@
 """python -m vtg_jax.main --config=configs/select.py --workdir=/tmp/vtg_select
 
-Model-scored data selection (`vtg_jax.train.select`); writes selected.jsonl for `--config.data.train_subset`
+Model-scored data selection (`vtg_jax.run.select`); writes selected.jsonl for `--config.data.train_subset`
 of a later run (or a stage of configs/pipeline.py, which chains them).
 
 Args (`--config=configs/select.py:<method>[,paper]`):
@@ -15,7 +15,7 @@ papers' scale: 2,500 records (Video-OPD §4.1) scored by Qwen3-VL-8B / -32B (tvd
 annotated by your teacher checkpoint with the TVG-R1 prompt (tvg_r1; TVG-R1 used Gemini-2.5-Pro), on
 your data (--init_from, --config.teacher.init_from, --config.data.train, .frame_store, .tokenizer).
 """
-from vtg_jax.train.run_config import (VIDEO_OPD_TOTAL_PIXELS, base_config, demo_models, paper_scale,
+from vtg_jax.run.config import (VIDEO_OPD_TOTAL_PIXELS, base_config, demo_models, paper_scale,
                                       selection_setting, tvg_r1_sampling)
 
 

@@ -13,7 +13,7 @@ Args (`--config=configs/sft.py:<arg>`):
               (--init_from=<HF dir> --config.data.train=... --config.data.frame_store=...
                --config.data.tokenizer=<HF dir> --config.steps=<records / 8>)
 """
-from vtg_jax.train.run_config import TINY_TEACHER, base_config, paper_scale, tvg_r1_sampling
+from vtg_jax.run.config import TINY_TEACHER, base_config, paper_scale, tvg_r1_sampling
 
 
 def get_config(arg: str = ""):

@@ -10,7 +10,7 @@ Args (`--config=configs/tempsamp.py:<arg>`):
             batch 1 x 4 GPUs x 2 accumulation = 8, 2 epochs, max generated length 2048, IoU + format reward
   "paper_charades"  as "paper" with 8 solutions (7 on-policy + 1), as the paper uses for Charades-STA
 """
-from vtg_jax.train.run_config import TIME_R1_PLAN_SECONDS, TIME_R1_TOTAL_PIXELS, base_config, paper_scale, tiny_rl
+from vtg_jax.run.config import TIME_R1_PLAN_SECONDS, TIME_R1_TOTAL_PIXELS, base_config, paper_scale, tiny_rl
 
 
 def get_config(arg: str = ""):

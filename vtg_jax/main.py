@@ -40,7 +40,7 @@ def main(argv):
     if _INIT_FROM.value:
         with config.unlocked():
             config.model.init_from = _INIT_FROM.value
-    from vtg_jax.train.run_config import IncompleteConfig, require_complete
+    from vtg_jax.run.config import IncompleteConfig, require_complete
 
     try:  # in a fraction of a second, without jax: nothing has touched devices or built a model yet
         require_complete(config)
@@ -53,24 +53,18 @@ def main(argv):
     maybe_initialize_distributed(config.stages[config.order[0]] if pipeline else config)
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax and Grain log every save / worker at INFO
-    from vtg_jax.train import report
-    from vtg_jax.train.loop import evaluate_checkpoint, train
-    from vtg_jax.train.pipeline import pipeline_report, run_pipeline
-    from vtg_jax.train.select import run_selection, selection_report
-
-    from vtg_jax.train.loop import ResumeConfigChanged, RunFailed
-    from vtg_jax.train.workdir_lock import WorkdirBusy, WorkdirLock
+    from vtg_jax.io.workdir_lock import WorkdirBusy, WorkdirLock
+    from vtg_jax.run.jobs import job_of
+    from vtg_jax.run.loop import ResumeConfigChanged, RunFailed
+    from vtg_jax.run.pipeline import pipeline_report, run_pipeline
 
     try:
         with WorkdirLock(_WORKDIR.value):  # one run per workdir, whatever the job
             if pipeline:
                 print(pipeline_report(run_pipeline(config, _WORKDIR.value)))
-            elif config.algorithm == "select":
-                print(selection_report(run_selection(config, _WORKDIR.value)))
-            elif config.algorithm == "eval":
-                print(report.eval_table(evaluate_checkpoint(config, _WORKDIR.value)))
             else:
-                print(report.run_report(train(config, _WORKDIR.value), config, _WORKDIR.value))
+                job = job_of(config)  # the algorithm's registry record names its job
+                print(job.report(job.run(config, _WORKDIR.value), config, _WORKDIR.value))
     except (WorkdirBusy, ResumeConfigChanged, RunFailed, IncompleteConfig) as e:  # already explained: no traceback
         sys.exit(f"error: {e}")
 

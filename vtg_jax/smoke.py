@@ -74,7 +74,7 @@ def _tiny_models() -> None:
         pixels = rng.standard_normal((int(grid.prod()), cfg.vision.patch_dim)).astype(np.float32)
         n = int(grid[0, 1] * grid[0, 2]) // 4
         vs, ve, vid = cfg.vision_start_token_id, cfg.vision_end_token_id, cfg.video_token_id
-        if cfg.family == "qwen3_vl":  # Qwen3 separates temporal groups by timestamp text (brief §2)
+        if cfg.family == "qwen3_vl":  # Qwen3 separates temporal groups by timestamp text; contiguous runs raise in HF
             video = sum(([11, 12, vs] + [vid] * n + [ve] for _ in range(int(grid[0, 0]))), [])
         else:
             video = [vid] * n * int(grid[0, 0])

@@ -9,6 +9,7 @@ import pytest
 
 from vtg_jax.data import synthetic as S
 from vtg_jax.data.records import read_jsonl
+from vtg_jax.eval.baselines import trivial_baselines
 
 TOL = 45  # max per-channel error of a decoded mp4v pixel at an object's centre
 
@@ -125,7 +126,7 @@ def test_trivial_baselines_below_threshold_on_default_config(level):
     train = [r for r, _ in S.make_split("train", 1000, level=level, seed=0)]
     for split in ("val", "test"):
         recs = [r for r, _ in S.make_split(split, 500, level=level, seed=0)]
-        table = S.trivial_baselines(recs, train)
+        table = trivial_baselines(recs, train)
         assert len(table) >= 8
         for name, m in table.items():
             assert m["R@0.5"] < 0.15, (split, name, m)
@@ -135,12 +136,17 @@ def test_trivial_baselines_below_threshold_on_default_config(level):
 def test_command_line(tmp_path):
     out = tmp_path / "cli"
     cmd = [sys.executable, "-m", "vtg_jax.data.synthetic", f"--out_dir={out}", "--num_train=2", "--num_val=1",
-           "--num_test=1", "--level=2", "--nobaselines"]
+           "--num_test=1", "--level=2"]
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
     subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=60)
     assert len(list(read_jsonl(str(out / "train.jsonl")))) == 2
     assert len(os.listdir(out / "videos")) == 4
+    # the baselines' command, as the generator prints it, scores val and test fitted on train
+    cmd = [sys.executable, "-m", "vtg_jax.eval.baselines", f"--train={out / 'train.jsonl'}",
+           f"--eval={out / 'val.jsonl'},{out / 'test.jsonl'}"]
+    table = subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=60, text=True).stdout
+    assert table.count("| whole_video |") == 2 and "val.jsonl (fitted on" in table
 
 
 def test_plain_background_and_object_scale():

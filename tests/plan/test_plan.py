@@ -73,8 +73,8 @@ def test_abstract_batches_match_what_the_loop_builds(tmp_path, family):
     from vtg_jax.plan.shapes import VideoGeometry, rl_batch, sampler_prompts, sft_batch
     from vtg_jax.sampling.host import prepare_prompts
     from vtg_jax.train import prepare_batch
-    from vtg_jax.train.data_setup import prompt_only
-    from vtg_jax.train.rollout import build_rl_batch, sampler_inputs
+    from vtg_jax.rollout.prompts import prompt_only
+    from vtg_jax.rollout.packing import build_rl_batch, sampler_inputs
 
     cfg = get_preset("qwen2.5-vl-tiny" if family == "qwen2_5_vl" else "qwen3-vl-tiny")
     side = 56 if family == "qwen2_5_vl" else 64

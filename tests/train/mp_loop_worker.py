@@ -1,5 +1,5 @@
 """Worker for test_loop_multiprocess.py (run by vtg_jax.parallel.testing, not collected by pytest): a
-few training steps of a recipe through `vtg_jax.train.loop.train` on a 2x2x2 (data, fsdp, tensor) mesh,
+few training steps of a recipe through `vtg_jax.run.loop.train` on a 2x2x2 (data, fsdp, tensor) mesh,
 in however many processes the harness starts. Env: VTG_TEST_CACHE (pre-built synthetic data),
 VTG_TEST_OUT (run directories; one per layout, named by the coordinator port)."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ KEYS = ("loss/total", "train/grad_norm", "pg/ratio_mean", "rl/reverse_kl", "rewa
 
 
 def _run(name: str, **overrides) -> dict:
-    from vtg_jax.train.loop import train
+    from vtg_jax.run.loop import train
 
     port = os.environ["JAX_COORDINATOR_ADDRESS"].rsplit(":", 1)[1]
     workdir = os.path.join(os.environ["VTG_TEST_OUT"], f"{name}_{port}")

@@ -9,7 +9,7 @@ from vtg_jax.data.processor import QwenVLProcessor, build_tiny_tokenizer
 from vtg_jax.models.qwen_vl import QwenVL, get_preset
 from vtg_jax.sampling import generate
 from vtg_jax.train import OptimConfig, init_train_state, make_optimizer
-from vtg_jax.train.rollout import sampler_inputs
+from vtg_jax.rollout.packing import sampler_inputs
 
 CFG = get_preset("qwen2.5-vl-tiny")
 BUCKETS = qwen_vl_buckets(tokens=(64, 128), patches=(64,), groups=(4,))

@@ -20,7 +20,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
 from vtg_jax.parallel.rules import DEFAULT_RULES, logical_to_mesh_sharding, make_mesh
-from vtg_jax.train.checkpoint import Checkpointer, abstract_like, export_hf
+from vtg_jax.io.checkpoint import Checkpointer, abstract_like, export_hf
 
 REPO = Path(__file__).resolve().parents[2]
 LOADER_STATE = {"version": 1, "num_batches": 3, "skipped": {"too_long": 1},
@@ -187,7 +187,7 @@ def test_ckpt_fresh_start(tmp_path):
 
 _CRASH = """
 import os, jax, jax.numpy as jnp
-from vtg_jax.train.checkpoint import Checkpointer
+from vtg_jax.io.checkpoint import Checkpointer
 ck = Checkpointer({path!r}, save_every_n_steps=1, async_save=True)
 ck.save(1, {{"x": jnp.ones((256,)), "big": jnp.zeros((2**22,))}}, loader_state={{"pos": 1}})
 ck.wait_until_finished()
@@ -299,7 +299,7 @@ def test_ckpt_flipped_bytes_fail_their_checksums_and_fall_back(tmp_path, caplog)
 def test_ckpt_stale_arrays_of_another_step_fail_verification(tmp_path):
     """Step 2's array directory replaced by step 1's (a stale copy, a swapped file): everything
     reads, nothing matches step 2's checksums. Asked for explicitly, the step raises."""
-    from vtg_jax.train.checkpoint import CheckpointCorrupt
+    from vtg_jax.io.checkpoint import CheckpointCorrupt
     import shutil
 
     ck = Checkpointer(str(tmp_path), save_every_n_steps=1, async_save=False)
@@ -348,7 +348,7 @@ def test_ckpt_validate_rejects_a_step_and_unverified_old_steps_restore(tmp_path,
 def test_ckpt_failed_async_save_raises_once_at_the_next_save(tmp_path, monkeypatch, caplog):
     """A save whose background write fails surfaces as one CheckpointSaveError at the next `save`,
     naming the cause; Orbax's per-thread error logs after the first are counted, not printed."""
-    from vtg_jax.train.checkpoint import CheckpointSaveError
+    from vtg_jax.io.checkpoint import CheckpointSaveError
     import orbax.checkpoint as ocp
 
     ck = Checkpointer(str(tmp_path), save_every_n_steps=1, async_save=True)
@@ -411,7 +411,7 @@ def test_ckpt_leftovers_of_a_failed_save_are_recorded_not_printed(tmp_path, monk
     monkeypatch.setattr(threading, "excepthook", lambda args: in_threads.append(args.exc_value))
     previous = (sys.unraisablehook, threading.excepthook)
     ck = Checkpointer(str(tmp_path), save_every_n_steps=1)
-    with caplog.at_level(logging.DEBUG, logger="vtg_jax.train.checkpoint"):
+    with caplog.at_level(logging.DEBUG, logger="vtg_jax.io.checkpoint"):
         for _ in range(3):
             _closed_loop_error_from_tensorstore()
         _raise_in_thread(asyncio.CancelledError())

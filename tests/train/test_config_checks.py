@@ -11,8 +11,8 @@ import pytest
 from flax import nnx
 
 from loop_helpers import REPO, load_recipe
-from vtg_jax.train.model_setup import build_model, model_options, reference_section
-from vtg_jax.train.run_config import (DEMO_STUDENT, DEMO_TEACHER, IncompleteConfig, base_config, config_changes,
+from vtg_jax.run.model_setup import build_model, model_options, reference_section
+from vtg_jax.run.config import (DEMO_STUDENT, DEMO_TEACHER, IncompleteConfig, base_config, config_changes,
                                       missing_fields, require_complete)
 
 POLICY = "--init_from (config.model.init_from)"
@@ -98,9 +98,10 @@ def test_given_paths_that_do_not_exist_are_named(tmp_path):
 
 
 def test_entry_points_check_before_building_anything(tmp_path):
-    from vtg_jax.train.loop import evaluate_checkpoint, train
-    from vtg_jax.train.pipeline import run_pipeline
-    from vtg_jax.train.select import run_selection
+    from vtg_jax.run.evaluate import evaluate_checkpoint
+    from vtg_jax.run.loop import train
+    from vtg_jax.run.pipeline import run_pipeline
+    from vtg_jax.run.select import run_selection
 
     for run, config in ((train, load_recipe("opd", "paper")), (evaluate_checkpoint, load_recipe("eval", "paper")),
                         (run_selection, load_recipe("select", "tvdf,paper")),
@@ -128,7 +129,7 @@ def test_real_size_preset_needs_a_checkpoint_or_random_init():
 
 def test_preset_sizes_match_the_built_models():
     from vtg_jax.models.qwen_vl import QwenVL, get_preset
-    from vtg_jax.train.model_size import REAL_SIZE_PARAMETERS, is_real_size, parameter_count, preset_configs
+    from vtg_jax.models.qwen_vl.size import REAL_SIZE_PARAMETERS, is_real_size, parameter_count, preset_configs
 
     for name in ("qwen2.5-vl-tiny", "qwen3-vl-tiny", "qwen2.5-vl-synthetic-teacher"):  # both families' layouts
         abstract = nnx.eval_shape(lambda: QwenVL(get_preset(name), rngs=nnx.Rngs(0)))  # noqa: B023
@@ -153,10 +154,10 @@ def test_teacher_loads_in_its_configured_dtype(param_dtype, source):
 def test_run_workdir_teacher_from_a_checkpoint_saved_before_these_keys(tmp_path):
     """A checkpoint whose saved config predates random_init / the reference section restores; a bfloat16
     teacher gets the saved float32 weights cast (the checksums verify the saved dtype first)."""
-    from vtg_jax.train.checkpoint import Checkpointer
-    from vtg_jax.train.model_setup import checkpoint_tree
+    from vtg_jax.io.checkpoint import Checkpointer
+    from vtg_jax.run.model_setup import checkpoint_tree
     from vtg_jax.train.optim import make_optimizer
-    from vtg_jax.train.run_config import optim_config
+    from vtg_jax.run.config import optim_config
     from vtg_jax.train.state import init_train_state
 
     c = base_config("sft")

@@ -6,7 +6,7 @@ import optax
 
 from vtg_jax.parallel.rules import make_mesh
 from vtg_jax.train.integrity import all_finite, checksum_mismatches, nonfinite_leaves, tree_checksums
-from vtg_jax.train.sft import guarded_update
+from vtg_jax.train.update import guarded_update
 from vtg_jax.train.state import TrainState
 
 

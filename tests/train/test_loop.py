@@ -22,7 +22,7 @@ RECIPES = ("sft", "grpo", "opd", "op_rkd", "op_fkd", "tempsamp", "longvtg", "eva
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """One synthetic dataset (generated and extracted once) shared by the module's runs."""
-    from vtg_jax.train.data_setup import prepare_synthetic
+    from vtg_jax.run.data_setup import prepare_synthetic
 
     path = str(tmp_path_factory.mktemp("cache"))
     c = tiny("sft", path)
@@ -77,7 +77,7 @@ def test_cli_rejects_misspelled_key(tmp_path):
 
 # ------------------------------------------------------------------------------------- objectives
 def test_sft_loss_falls_and_run_outputs(tmp_path, cache):
-    from vtg_jax.train.loop import train
+    from vtg_jax.run.loop import train
 
     wd = str(tmp_path / "sft")
     s = train(tiny("sft", cache, steps=40, optim__lr=1e-2, optim__warmup_steps=5, eval__every=20,
@@ -97,7 +97,8 @@ def test_sft_loss_falls_and_run_outputs(tmp_path, cache):
 
 def test_eval_recipe_reads_run_dir_and_hf_export(tmp_path, cache):
     """configs/eval.py on one of our run workdirs (its latest checkpoint) and on its HF export agree."""
-    from vtg_jax.train.loop import evaluate_checkpoint, train
+    from vtg_jax.run.evaluate import evaluate_checkpoint
+    from vtg_jax.run.loop import train
 
     wd = str(tmp_path / "run")
     train(tiny("sft", cache, steps=6, optim__lr=1e-2), wd)
@@ -115,9 +116,10 @@ def test_eval_recipe_picks_a_checkpoint_step_and_exports_it(tmp_path, cache):
     writes it as an HF directory that loads back to the same parameters; a step not kept is a clear error."""
     from flax import nnx
 
-    from vtg_jax.train.loop import evaluate_checkpoint, train
-    from vtg_jax.train.model_setup import build_model
-    from vtg_jax.train.run_config import base_config
+    from vtg_jax.run.evaluate import evaluate_checkpoint
+    from vtg_jax.run.loop import train
+    from vtg_jax.run.model_setup import build_model
+    from vtg_jax.run.config import base_config
 
     wd = str(tmp_path / "run")
     train(tiny("sft", cache, steps=6, optim__lr=1e-2, checkpoint__every=3, checkpoint__keep=3), wd)
@@ -149,7 +151,7 @@ def _toy_reward_term():
 
 
 def test_grpo_raises_mean_reward(tmp_path, cache):
-    from vtg_jax.train.loop import train
+    from vtg_jax.run.loop import train
 
     _toy_reward_term()
     wd = str(tmp_path / "grpo")
@@ -167,7 +169,7 @@ def test_grpo_raises_mean_reward(tmp_path, cache):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["opd", "op_rkd", "op_fkd", "tempsamp", "longvtg"])
 def test_other_recipes_run_end_to_end(tmp_path, cache, name):
-    from vtg_jax.train.loop import train
+    from vtg_jax.run.loop import train
 
     s = train(tiny(name, cache, steps=2), str(tmp_path / name))
     m = s["last_metrics"]
@@ -226,8 +228,8 @@ def test_corrupt_and_missing_videos_train_to_end(tmp_path, cache):
     by the loader; the run finishes and reports them."""
     from vtg_jax.data.extract import extract
     from vtg_jax.data.records import GroundingRecord, read_jsonl, write_jsonl
-    from vtg_jax.train.data_setup import _cache_key
-    from vtg_jax.train.loop import train
+    from vtg_jax.run.data_setup import _cache_key
+    from vtg_jax.run.loop import train
 
     c = tiny("sft", cache)
     src = os.path.join(cache, _cache_key(c.data.synthetic, "qwen2_5_vl", c.data))

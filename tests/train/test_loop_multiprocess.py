@@ -13,7 +13,7 @@ WORKER = str(pathlib.Path(__file__).with_name("mp_loop_worker.py"))
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     from vtg_jax.models.qwen_vl.presets import get_preset
-    from vtg_jax.train.data_setup import build_run_data
+    from vtg_jax.run.data_setup import build_run_data
 
     path = str(tmp_path_factory.mktemp("mp_cache"))
     c = tiny("sft", path)

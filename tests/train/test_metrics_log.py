@@ -16,8 +16,9 @@ import pytest
 from matplotlib import image as mpimg
 from tensorboardX.proto import event_pb2
 
-from vtg_jax.train.metrics_log import MetricsLogger, read_jsonl, tb_tag, to_host_floats
-from vtg_jax.train.plots import moving_average, plot_from_jsonl, series_by_key, two_panel_figure
+from vtg_jax.io.metrics_jsonl import read_jsonl
+from vtg_jax.io.metrics_log import MetricsLogger, tb_tag, to_host_floats
+from vtg_jax.io.plots import moving_average, plot_from_jsonl, series_by_key, two_panel_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

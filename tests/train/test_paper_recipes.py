@@ -62,7 +62,7 @@ def cache(tmp_path_factory):
 
 @pytest.mark.parametrize("name,arg,metric", PAPER_RECIPES, ids=[f"{n}:{a}" for n, a, _ in PAPER_RECIPES])
 def test_paper_recipe_takes_a_step_with_its_paper_knobs(tmp_path, cache, name, arg, metric):
-    from vtg_jax.train.loop import train
+    from vtg_jax.run.loop import train
 
     c = paper_recipe_on_tiny_models(name, arg, cache)
     assert c.model.remat == "full" and c.model.freeze_vision and c.model.dtype == "bfloat16"

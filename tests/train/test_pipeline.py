@@ -1,4 +1,4 @@
-"""Data selection (`train.select`) and the paper pipelines (`configs/pipeline.py`, `train.pipeline`).
+"""Data selection (`run.select`) and the paper pipelines (`configs/pipeline.py`, `run.pipeline`).
 
 The selector wiring is checked on fixed model answers against hand-computed subsets; each pipeline runs
 end to end on the shipped tiny student / teacher with a 16-video benchmark.
@@ -34,7 +34,7 @@ def _pred(spans_per_record: list[list], logp=None) -> dict:
 
 
 def test_tvdf_selection_on_fixed_answers():
-    from vtg_jax.train.select import _select_tvdf
+    from vtg_jax.run.select import _select_tvdf
 
     pool = [_rec(i) for i in range(5)]  # every GT is 2-4 s
     # teacher top-2 IoUs: r0 (1+1)/2=1, r1 (1+0)/2=.5, r2 0, r3 (.5+.5)/2=.5, r4 1
@@ -60,7 +60,7 @@ def test_tvdf_selection_on_fixed_answers():
 
 
 def test_topk_uses_the_highest_log_prob_answers():
-    from vtg_jax.train.select import _mean_topk_iou
+    from vtg_jax.run.select import _mean_topk_iou
 
     pred = _pred([[(6, 8), (2, 4), (2, 3)]], logp=[[-5.0, -1.0, -2.0]])
     # the top-2 by log-prob are samples 1 (IoU 1) and 2 (IoU .5)
@@ -68,7 +68,7 @@ def test_topk_uses_the_highest_log_prob_answers():
 
 
 def test_tvg_r1_subsets_on_fixed_answers():
-    from vtg_jax.train.select import _select_tvg_r1
+    from vtg_jax.run.select import _select_tvg_r1
 
     pool = [_rec(i) for i in range(4)]
     # best IoU per record: r0 1.0 (sample 1), r1 .5, r2 0 (unparsable), r3 .8 (not > .8)
@@ -82,7 +82,7 @@ def test_tvg_r1_subsets_on_fixed_answers():
 
 
 def test_time_r1_prefers_iou_near_0_3():
-    from vtg_jax.train.select import _select_time_r1
+    from vtg_jax.run.select import _select_time_r1
 
     pool = [_rec(i) for i in range(3)]
     # IoUs 1.0, 0.3 (2-4 vs 2-4.. built below), 0.0
@@ -94,7 +94,7 @@ def test_time_r1_prefers_iou_near_0_3():
 
 
 def test_train_subset_restricts_and_keeps_completions(tmp_path):
-    from vtg_jax.train.data_setup import restrict_to_subset
+    from vtg_jax.run.data_setup import restrict_to_subset
 
     train = [_rec(i) for i in range(4)]
     sub = tmp_path / "sub.jsonl"
@@ -108,7 +108,7 @@ def test_train_subset_restricts_and_keeps_completions(tmp_path):
 
 
 def test_sft_target_is_the_kept_completion():
-    from vtg_jax.train.data_setup import RecordTransform
+    from vtg_jax.data.run_data import RecordTransform
 
     transform = RecordTransform.__new__(RecordTransform)  # answer() needs no frame store
     transform.answer_format = "{start:.1f} to {end:.1f}"
@@ -118,7 +118,7 @@ def test_sft_target_is_the_kept_completion():
 
 
 def test_pipeline_refs_resolve(tmp_path):
-    from vtg_jax.train.pipeline import resolve_ref
+    from vtg_jax.run.pipeline import resolve_ref
 
     stages = ml_collections.ConfigDict({"sel": {"algorithm": "select"}, "opd": {"algorithm": "opd"}})
     w = str(tmp_path)
@@ -132,7 +132,7 @@ def test_pipeline_refs_resolve(tmp_path):
 
 @pytest.mark.parametrize("name", ["video_opd_rounds", "tvg_r1"])
 def test_pipeline_teacher_replaces_every_stage_teacher(tmp_path, name):
-    from vtg_jax.train.pipeline import _link
+    from vtg_jax.run.pipeline import _link
 
     c = load_recipe("pipeline", name)
     with c.unlocked():
@@ -199,7 +199,7 @@ def _tiny_pipeline(name: str, cache_dir: str):
 # video_opd_rounds (~3 min) is slow: tvg_r1 checks the chaining in the default suite
 @pytest.mark.parametrize("name", [pytest.param("video_opd_rounds", marks=pytest.mark.slow), "tvg_r1"])
 def test_pipeline_runs_and_chains(tmp_path, cache, name):
-    from vtg_jax.train.pipeline import run_pipeline
+    from vtg_jax.run.pipeline import run_pipeline
 
     c = _tiny_pipeline(name, cache)
     if name == "tvg_r1":
@@ -235,7 +235,7 @@ def test_pipeline_runs_and_chains(tmp_path, cache, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["video_opd", "grpo_time_r1", "tempsamp_hybrid"])
 def test_other_pipelines_run_end_to_end(tmp_path, cache, name):
-    from vtg_jax.train.pipeline import run_pipeline
+    from vtg_jax.run.pipeline import run_pipeline
 
     report = run_pipeline(_tiny_pipeline(name, cache), str(tmp_path))
     assert list(report["stages"]) == list(_tiny_pipeline(name, cache).order)

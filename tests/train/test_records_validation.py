@@ -49,7 +49,7 @@ def _bad_lines(vid: str, duration: float) -> list[bytes]:
 def files(tmp_path_factory):
     """The tiny synthetic set (records + frame store) and, next to it, train / val files with bad lines."""
     from vtg_jax.data.records import read_jsonl
-    from vtg_jax.train.data_setup import prepare_synthetic
+    from vtg_jax.run.data_setup import prepare_synthetic
 
     root = tmp_path_factory.mktemp("records_validation")
     cache = str(root / "cache")
@@ -75,7 +75,7 @@ def _config(files, **overrides):
 
 def test_records_files_with_synthetic_enabled_are_an_error(tmp_path):
     from vtg_jax.models.qwen_vl.presets import get_preset
-    from vtg_jax.train.data_setup import build_run_data
+    from vtg_jax.run.data_setup import build_run_data
 
     for key in ("train", "val", "test"):
         c = tiny("sft", str(tmp_path), **{f"data__{key}": str(tmp_path / "x.jsonl")})
@@ -85,7 +85,7 @@ def test_records_files_with_synthetic_enabled_are_an_error(tmp_path):
 
 
 def test_read_split_counts_and_duplicate_qids(tmp_path, files):
-    from vtg_jax.train.data_setup import _read_split
+    from vtg_jax.run.data_setup import _read_split
 
     records, stats = _read_split(files["train"])
     assert stats.read == 8 + 14 and stats.kept == 8 + len(KEPT_BAD) == len(records)
@@ -100,7 +100,7 @@ def test_read_split_counts_and_duplicate_qids(tmp_path, files):
 
 def test_build_run_data_on_bad_records_no_nan_target(files):
     from vtg_jax.models.qwen_vl.presets import get_preset
-    from vtg_jax.train.data_setup import build_run_data
+    from vtg_jax.run.data_setup import build_run_data
 
     c = _config(files)
     rd = build_run_data(get_preset("qwen2.5-vl-tiny"), c.data, files["cache"], progress=False)
@@ -126,7 +126,7 @@ def test_build_run_data_on_bad_records_no_nan_target(files):
 
 
 def test_sft_trains_to_end_on_bad_records(tmp_path, files):
-    from vtg_jax.train.loop import train
+    from vtg_jax.run.loop import train
 
     wd = str(tmp_path / "run")
     s = train(_config(files, steps=3, batch_size=4, checkpoint__export_hf=False, checkpoint__async_save=False), wd)

@@ -27,7 +27,7 @@ STEPS = 4
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    from vtg_jax.train.data_setup import load_tokenizer, prepare_synthetic
+    from vtg_jax.run.data_setup import load_tokenizer, prepare_synthetic
 
     path = str(tmp_path_factory.mktemp("cache"))
     prepare_synthetic(tiny("sft", path).data, "qwen2_5_vl", path, progress=False)
@@ -45,7 +45,7 @@ def _config(cache: str, **overrides):
 @pytest.fixture(scope="module")
 def full_run(cache, tmp_path_factory):
     """An uninterrupted 4-step SFT run, every step checkpointed and kept."""
-    from vtg_jax.train.loop import train
+    from vtg_jax.run.loop import train
 
     workdir = str(tmp_path_factory.mktemp("full") / "run")
     summary = train(_config(cache), workdir)
@@ -90,17 +90,17 @@ def _inject_nan_in_adam_moment(workdir: str, step: int, cache: str) -> None:
     guard would have saved it: the checksums are valid, the values are not."""
     from ml_collections import ConfigDict
 
-    from vtg_jax.train.checkpoint import Checkpointer
-    from vtg_jax.train.model_setup import build_model, checkpoint_tree
+    from vtg_jax.io.checkpoint import Checkpointer
+    from vtg_jax.run.model_setup import build_model, checkpoint_tree
     from vtg_jax.train.optim import make_optimizer
-    from vtg_jax.train.run_config import optim_config
+    from vtg_jax.run.config import optim_config
     from vtg_jax.train.state import init_train_state
 
     with open(os.path.join(workdir, "run_config.json")) as f:
         config = ConfigDict(json.load(f))
     state, _, _ = init_train_state(build_model(config.model, seed=0), make_optimizer(optim_config(config))[0],
                                    freeze_vision=config.model.freeze_vision)
-    from vtg_jax.train.checkpoint import abstract_like
+    from vtg_jax.io.checkpoint import abstract_like
 
     ckdir = os.path.join(workdir, "checkpoints")
     with Checkpointer(ckdir, save_every_n_steps=1, async_save=False, config=config) as ck:
@@ -122,7 +122,7 @@ def test_corrupt_and_nonfinite_checkpoints_are_not_resumed(full_run, cache, tmp_
     and step 2 holding a NaN Adam moment: the resume rejects both (moved aside), restarts from step 1
     and ends with weights bitwise equal to the uninterrupted run's; with only the NaN step left, the
     run refuses to start and exports nothing."""
-    from vtg_jax.train.loop import train
+    from vtg_jax.run.loop import train
 
     work = _copy_cut(full_run, tmp_path / "broken", keep_steps=(1, 2, 3))
     _flip_bytes_in_array_data(Path(work) / "checkpoints" / "3")
@@ -152,7 +152,7 @@ def test_resume_with_changed_config_stops_naming_the_key(full_run, cache, tmp_pa
     """A resume with another learning rate stops before touching anything, naming `optim.lr`; with
     `resume_changed_config=True` it continues and the change is logged. Changing `steps` or logging is
     allowed; summary.json of a resume keeps the last logged metrics."""
-    from vtg_jax.train.loop import ResumeConfigChanged, train
+    from vtg_jax.run.loop import ResumeConfigChanged, train
 
     work = str(tmp_path / "run")
     shutil.copytree(full_run, work)

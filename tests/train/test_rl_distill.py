@@ -14,7 +14,7 @@ from vtg_jax.train.distill import FKDConfig, make_op_fkd_step
 from vtg_jax.train.opd import OPDConfig, make_op_rkd_step, make_opd_step
 from vtg_jax.train.state import merge_model
 from vtg_jax.train.rl_batch import completion_logits
-from vtg_jax.train.rollout import build_rl_batch, completion_mask, sampler_inputs
+from vtg_jax.rollout.packing import build_rl_batch, completion_mask, sampler_inputs
 
 TEACHER_CFG = dataclasses.replace(CFG, text=dataclasses.replace(CFG.text, num_hidden_layers=3))  # another size
 

@@ -8,10 +8,11 @@ from rl_helpers import CFG, N_NEW, fresh_model, host_copy, init, make_processor,
 
 from vtg_jax.rl import group_advantages
 from vtg_jax.train.grpo import GRPOConfig, grpo_loss, make_grpo_step
-from vtg_jax.train.sft import accumulate_grads
-from vtg_jax.train.rollout import build_rl_batch, completion_mask, sampler_inputs
+from vtg_jax.train.update import accumulate_grads
+from vtg_jax.rollout.packing import build_rl_batch, completion_mask, sampler_inputs
 from vtg_jax.train.state import merge_model
-from vtg_jax.train.tempsamp import make_tempsamp_step, tempsamp_group
+from vtg_jax.rollout.tempsamp import tempsamp_group
+from vtg_jax.train.grpo import make_tempsamp_step
 
 G = 4
 GRPO_CFG = GRPOConfig(eps_low=0.2, eps_high=0.28, kl="k3", beta=0.01)

@@ -2,9 +2,10 @@
 import pytest
 
 from vtg_jax.rewards import IOU_ONLY, TVG_R1
-from vtg_jax.train.objectives import reward_spec, rollout_seed
-from vtg_jax.train.report import metrics_table
-from vtg_jax.train.run_config import base_config, optim_config
+from vtg_jax.rollout.rewards import reward_spec
+from vtg_jax.rollout.samples import rollout_seed
+from vtg_jax.run.report import metrics_table
+from vtg_jax.run.config import base_config, optim_config
 
 
 def test_reward_spec_presets_and_weighted_terms():

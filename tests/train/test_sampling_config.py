@@ -6,7 +6,7 @@ import pytest
 
 from vtg_jax.data.extract import extract
 from vtg_jax.data.synthetic import write_mp4
-from vtg_jax.train.data_setup import check_store_sampling, sampling_config
+from vtg_jax.run.data_setup import check_store_sampling, sampling_config
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from vtg_jax.train.workdir_lock import LOCK_NAME, WorkdirBusy, WorkdirLock
+from vtg_jax.io.workdir_lock import LOCK_NAME, WorkdirBusy, WorkdirLock
 
-_TRY = ("import sys\nfrom vtg_jax.train.workdir_lock import WorkdirLock, WorkdirBusy\n"
+_TRY = ("import sys\nfrom vtg_jax.io.workdir_lock import WorkdirLock, WorkdirBusy\n"
         "try:\n    WorkdirLock(sys.argv[1]).acquire()\nexcept WorkdirBusy as e:\n    print(e)\n    sys.exit(3)\n")
 
 

@@ -62,6 +62,8 @@ import shutil
 import time
 from typing import Any, Optional, Sequence
 
+from vtg_jax.data.adapters.generic import load_records_jsonl
+from vtg_jax.data.datasets import load_dataset
 from vtg_jax.data.decode import (ChunkFailed, VideoError, decode_resized, first_undecodable, frames_duration,
                                  kept_fraction, open_reader, whole_samples)
 from vtg_jax.data.ffmpeg_errors import describe_decoder_error
@@ -327,8 +329,6 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError("give exactly one of --videos and --records")
     videos: Any = f.videos
     if f.records:
-        from vtg_jax.data.adapters.generic import load_records_jsonl
-        from vtg_jax.data.datasets import load_dataset
 
         records, load_stats = (load_dataset(f.dataset, f.records) if f.dataset else load_records_jsonl(f.records))
         print(json.dumps({"records": load_stats.as_dict()}))

@@ -37,7 +37,7 @@ from vtg_jax.data.records import GroundingRecord
 Transform = Callable[[GroundingRecord], Mapping[str, Any]]
 Example = dict[str, np.ndarray]
 
-_SKIP = "__skip__"  # marker key of an example that could not be prepared
+SKIP_KEY = "__skip__"  # marker key of an example that could not be prepared
 _SKIPPED = "__skipped__"  # per-batch skip counts carried from the (possibly remote) batcher
 _STATE_VERSION = 1
 _MAX_LOGGED_ERRORS = 10
@@ -159,8 +159,8 @@ def collate(examples: Sequence[Mapping[str, Any]], buckets: Buckets) -> Example:
     return out
 
 
-class _Prepare:
-    """Record → example, or a skip marker `{_SKIP: reason}`; never raises (picklable for workers)."""
+class PrepareExample:
+    """Record → example, or a skip marker `{SKIP_KEY: reason}`; never raises (picklable for workers)."""
 
     def __init__(self, transform: Transform, buckets: Buckets):
         self.transform = transform
@@ -178,16 +178,16 @@ class _Prepare:
             ex = {k: np.asarray(v) for k, v in self.transform(record).items()}
         except Exception as e:  # noqa: BLE001 — any per-example failure is skipped and counted
             self._log(record, "transform_error", e)
-            return {_SKIP: "transform_error"}
+            return {SKIP_KEY: "transform_error"}
         for name, bucket in self.buckets.items():
             try:
                 n = bucket.length_of(ex)
             except (ValueError, IndexError) as e:
                 self._log(record, "bad_shape", e)
-                return {_SKIP: "bad_shape"}
+                return {SKIP_KEY: "bad_shape"}
             if n is not None and n > bucket.boundaries[-1]:
                 self._log(record, f"too_long/{name}", None)
-                return {_SKIP: f"too_long/{name}"}
+                return {SKIP_KEY: f"too_long/{name}"}
         return ex
 
 
@@ -208,8 +208,8 @@ class _SkipBatchIterator(grain.DatasetIterator):
                 ex = next(self._parent)
             except StopIteration:
                 break
-            if _SKIP in ex:
-                skipped[ex[_SKIP]] += 1
+            if SKIP_KEY in ex:
+                skipped[ex[SKIP_KEY]] += 1
             else:
                 items.append(ex)
         if not items or (self._drop_remainder and len(items) < self._batch_size):
@@ -368,7 +368,7 @@ def make_loader(records: Sequence[GroundingRecord], transform: Transform, *, bat
         raise ValueError(f"shard {index}/{count} of {len(records)} records is empty")
     if shuffle:
         ds = ds.shuffle(seed=seed)
-    ds = ds.repeat(num_epochs).map(_Prepare(transform, buckets))
+    ds = ds.repeat(num_epochs).map(PrepareExample(transform, buckets))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_buffer_size))
     it = _SkipBatchDataset(it, batch_size, drop_remainder, buckets)
     if worker_count > 0:

@@ -1,19 +1,19 @@
 """Qwen-VL processor: prompt template -> chat text -> token ids with expanded video placeholders; frames ->
 normalised patch rows; M-RoPE position ids.
 
-Follows transformers 5.23's Qwen2.5-VL / Qwen3-VL processors by the porting brief §3 (placeholder
-expansion, fused normalisation, patch layout) and §2 (Qwen3 textual timestamps, get_rope_index).
+Follows transformers 5.23's Qwen2.5-VL / Qwen3-VL processors (placeholder expansion, fused
+normalisation, patch layout, Qwen3 textual timestamps) and the models' `get_rope_index`.
 
 Token layout of the video inside the user turn (`<|vision_start|>` … `<|vision_end|>` is the chat
 template's wrapper, which stays; only `<|video_pad|>` is replaced):
   * plain (Qwen2.5 default):  VS  VID × gt·gh·gw/4  VE
   * timestamps (Qwen3; optional for Qwen2.5):  VS  [<t seconds> VS VID × gh·gw/4 VE] × gt  VE
-    with t = mean of the two frame timestamps of the temporal group, formatted `.1f` (brief §2).
+    with t = mean of the two frame timestamps of the temporal group, formatted `.1f` (as Qwen3-VL's processor).
 With timestamps, one video becomes gt separate video-token runs. `get_rope_index` (ours and HF's) gives
 each run one row of `video_grid_thw`: Qwen3 splits its [gt, gh, gw] row itself, Qwen2.5 does not, so for
 Qwen2.5 with timestamps this processor returns `video_grid_thw` already split into gt rows [1, gh, gw]
 (and `second_per_grid_ts` repeated). The vision tower output is unchanged by the split (attention never
-spans temporal groups and windows are per group, brief §1); each group's temporal M-RoPE id then restarts
+spans temporal groups and windows are per group); each group's temporal M-RoPE id then restarts
 at the run's start, the absolute time being carried by the timestamp text.
 
 Arrays are returned for ONE sample, unbatched (the loader pads and batches).
@@ -40,7 +40,7 @@ NORM = {"qwen2_5_vl": (CLIP_MEAN, CLIP_STD), "qwen3_vl": ((0.5,) * 3, (0.5,) * 3
 
 
 # ---------------------------------------------------------------------------------------------------
-# Pixels (brief §3 "Normalisation", "Temporal padding", "Layout").
+# Pixels: fused normalisation, temporal padding and patch layout of HF's video processors.
 
 
 def normalize(frames: np.ndarray, family: str) -> np.ndarray:
@@ -68,7 +68,7 @@ def patchify(frames: np.ndarray, cfg: QwenVLConfig) -> tuple[np.ndarray, np.ndar
     """uint8 [T, H, W, C] -> (float32 rows [gt·gh·gw, C·tps·P·P], grid [1, 3] int64).
 
     T is padded to a multiple of temporal_patch_size by repeating the last frame; rows follow
-    view(gt, tps, C, gh/m, m, P, gw/m, m, P).permute(0, 3, 6, 4, 7, 2, 1, 5, 8) (brief §3 Layout).
+    view(gt, tps, C, gh/m, m, P, gw/m, m, P).permute(0, 3, 6, 4, 7, 2, 1, 5, 8) (HF's layout).
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[0] == 0:
@@ -96,7 +96,7 @@ def patchify_image(image: np.ndarray, cfg: QwenVLConfig) -> tuple[np.ndarray, np
 
 def group_timestamps(timestamps: Sequence[float], temporal_patch_size: int) -> np.ndarray:
     """Per temporal group, the mean of its first and last frame timestamps; the list is padded by repeating
-    the last timestamp, as Qwen3's `_calculate_timestamps` pads the frame indices (brief §2)."""
+    the last timestamp, as Qwen3's `_calculate_timestamps` pads the frame indices."""
     ts = [float(t) for t in timestamps]
     if pad := -len(ts) % temporal_patch_size:
         ts += [ts[-1]] * pad
@@ -104,7 +104,7 @@ def group_timestamps(timestamps: Sequence[float], temporal_patch_size: int) -> n
 
 
 # ---------------------------------------------------------------------------------------------------
-# Chat text (Qwen `<|im_start|>role\n…<|im_end|>\n` turns; brief §3).
+# Chat text (Qwen `<|im_start|>role\n…<|im_end|>\n` turns).
 
 
 def chat_messages(user_text: str, *, system: Optional[str] = None, answer: Optional[str] = None,
@@ -192,7 +192,7 @@ class QwenVLProcessor:
         qwen3 = cfg.family == "qwen3_vl"
         self.interleave = qwen3 if interleave_timestamps is None else bool(interleave_timestamps)
         if qwen3 and not self.interleave:
-            raise ValueError("Qwen3-VL needs the textual timestamps between temporal groups (brief §2: "
+            raise ValueError("Qwen3-VL needs the textual timestamps between temporal groups ("
                              "contiguous video-token runs break its rope index); use interleave_timestamps=True")
         self.system = system if system is not None else self.template.system
         self.enc = _Encoder(tokenizer)
@@ -286,7 +286,7 @@ class QwenVLProcessor:
         return out
 
     def _positions(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """3-D M-RoPE ids by the model's `get_rope_index` (brief §2); empty when it is not importable."""
+        """3-D M-RoPE ids by the model's `get_rope_index`; empty when it is not importable."""
         try:
             from vtg_jax.models.qwen_vl.rope import get_rope_index
         except ImportError:  # the model package is optional for pure data work

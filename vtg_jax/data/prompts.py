@@ -1,6 +1,6 @@
 """Prompt templates of the papers, and the Qwen chat templates (Jinja) of the tiny test tokenizer.
 
-Every paper template below is copied from the paper text in `shared/papers/` (the citation says where);
+Every paper template below is copied from the paper's text (each template's citation names the paper and figure);
 only the query slot is turned into `{query}`. Typography is kept as printed: Video-OPD Fig. 7 prints
 curly quotes “…”, TempSamp-R1 Fig. 8 straight quotes, and LongVTG-R1 App. C is a code listing whose
 `\\rightarrow` marks a wrapped line (those wraps are re-joined with a space; its three logical lines are
@@ -163,7 +163,7 @@ def get_template(name: str) -> PromptTemplate:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Chat templates written into the tiny tokenizer (porting brief §3), so that `apply_chat_template`
+# Chat templates written into the tiny tokenizer, so that `apply_chat_template`
 # renders what the released checkpoints' tokenizer_config.json does for text + image/video messages.
 
 # Qwen2-VL / Qwen2.5-VL: a default system turn when the first message is not a system message.

@@ -19,7 +19,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from vtg_jax.data.scenetg import Proposal, Scene, _frames_or_read
+from vtg_jax.data.processor import EOT, QwenVLProcessor
+from vtg_jax.data.prompts import PromptTemplate
+from vtg_jax.data.scenes import Proposal, Scene, frames_or_read
+from vtg_jax.data.video import resize_frames, target_size
+from vtg_jax.models.qwen_vl import from_pretrained
+from vtg_jax.sampling import generate
 
 CAPTION_PROMPT = ("Describe this video clip in one short sentence that names the people, objects, actions and "
                   "setting that distinguish it.")
@@ -61,8 +66,6 @@ class QwenCaptionGenerator:
     def __init__(self, model: Any, tokenizer: Any = None, *, processor: Any = None, prompt: str = CAPTION_PROMPT,
                  num_frames: int = 8, max_new_tokens: int = 32, min_pixels: Optional[int] = None,
                  max_pixels: Optional[int] = None, batch_size: int = 8, mesh: Any = None):
-        from vtg_jax.data.processor import EOT, QwenVLProcessor
-        from vtg_jax.data.prompts import PromptTemplate
 
         if processor is None:
             if tokenizer is None:
@@ -82,14 +85,10 @@ class QwenCaptionGenerator:
     @classmethod
     def from_pretrained(cls, path: str, **kwargs: Any) -> "QwenCaptionGenerator":
         """Model and tokenizer from one local Hugging Face directory."""
-        from vtg_jax.models.qwen_vl import from_pretrained
-
         return cls(from_pretrained(path), path, **kwargs)
 
     # ------------------------------------------------------------------ inputs
     def _example(self, frames: np.ndarray, scene: Scene) -> dict[str, np.ndarray]:
-        from vtg_jax.data.video import resize_frames, target_size
-
         frames = np.asarray(frames, np.uint8)
         if frames.ndim != 4 or frames.shape[0] == 0:
             raise ValueError(f"scene frames must be uint8 [T>0, H, W, 3], got shape {frames.shape}")
@@ -127,8 +126,6 @@ class QwenCaptionGenerator:
     # ------------------------------------------------------------------ captions
     def caption_batch(self, frames: Sequence[np.ndarray], scenes: Sequence[Scene]) -> list[str]:
         """Greedy captions of scenes given their sampled uint8 RGB frames."""
-        from vtg_jax.sampling import generate
-
         tok = self.processor.enc.tok
         exs = [self._example(f, s) for f, s in zip(frames, scenes)]
         texts: list[str] = []
@@ -151,7 +148,7 @@ class QwenCaptionGenerator:
     def describe(self, video_path: str, scene: Scene, scene_index: int, frames: Optional[np.ndarray]) -> str:
         key = (video_path, tuple(scene))
         if key not in self._cache:
-            self._cache[key] = self.caption_batch([_frames_or_read(video_path, scene, frames)], [scene])[0]
+            self._cache[key] = self.caption_batch([frames_or_read(video_path, scene, frames)], [scene])[0]
         return self._cache[key]
 
     def __call__(self, video_path: str, scene: Scene, scene_index: int,

@@ -8,7 +8,7 @@ No videos can be downloaded here, so the default pipeline runs on real mp4 files
 coloured shapes on dull backgrounds (solid, gradient or mildly noisy) that appear, move or change
 colour during known intervals, with a query that names the event and its exact span in seconds.
 
-Why the numbers are what they are (shared/notes/synthetic_probe.md):
+Why the numbers are what they are:
 
 * Event boundaries lie on the 0.5 s grid of 2 fps sampling, so every sampled frame is either fully
   inside or fully outside the event and the answer is recoverable from the frames (both families'
@@ -17,7 +17,7 @@ Why the numbers are what they are (shared/notes/synthetic_probe.md):
   prediction that contains a span of length L hits IoU >= 0.5 for about L / (D - L - 2·margin) of
   the starts, so with L >= 1.5 s the duration must be ~16 s or more for R@0.5 < 0.15. The default
   therefore uses 16-24 s videos (32-48 frames at 2 fps) and 1.5-2.5 s events; the `short` preset
-  keeps <= 32 frames (12-16 s) at the price of 1.0-1.5 s events. `trivial_baselines` measures it.
+  keeps <= 32 frames (12-16 s) at the price of 1.0-1.5 s events. `vtg_jax.eval.baselines` measures it.
 * Spans are half-open in frames: an object appears / is recoloured for t in [start, end); a move
   runs from its position at `start` to its final position at `end` (linear in between).
 * Level 1: one object appears. Level 2: the target appears among 1-2 distractors (static or
@@ -343,78 +343,6 @@ def generate(out_dir: str, *, num_train: int = 1000, num_val: int = 500, num_tes
     return paths
 
 
-# --------------------------------------------------------------------------------- baselines
-def _constant_grid(d: np.ndarray, gt: np.ndarray, starts: np.ndarray, lengths: np.ndarray, frac: bool):
-    """Best (start, length) on a grid by R@0.5 on (d, gt) (mIoU breaks ties); fractions of d if frac."""
-    from vtg_jax.rewards.spans import iou
-
-    a, l = (x.reshape(-1) for x in np.meshgrid(starts, lengths, indexing="ij"))
-    s, e = a[:, None], a[:, None] + l[:, None]
-    if frac:
-        s, e = s * d[None], np.minimum(e, 1.0) * d[None]
-    pred = np.stack(np.broadcast_arrays(np.minimum(s, d[None]), np.minimum(e, d[None])), -1)
-    ious = iou(pred, np.broadcast_to(gt[None], pred.shape))
-    score = (ious >= 0.5).mean(1) + 1e-3 * ious.mean(1)
-    k = int(np.argmax(score))
-    return float(a[k]), float(l[k])
-
-
-def trivial_baselines(records: Sequence[GroundingRecord], fit_records: Sequence[GroundingRecord] | None = None,
-                      *, seed: int = 0) -> dict[str, dict[str, float]]:
-    """R@0.3/0.5/0.7 and mIoU of video-blind predictors on `records`.
-
-    Fitted baselines use `fit_records` (the train split); without it they are fitted on `records`
-    themselves, an optimistic upper bound. All of them must stay low for the benchmark to be useful.
-    """
-    from vtg_jax.eval.metrics import grounding_metrics
-
-    fit = list(fit_records) if fit_records is not None else list(records)
-    d = np.asarray([r.duration for r in records], np.float64)
-    gt = np.asarray([r.span for r in records], np.float64)
-    fd = np.asarray([r.duration for r in fit], np.float64)
-    fgt = np.asarray([r.span for r in fit], np.float64)
-    rng = np.random.default_rng(seed)
-    starts, lengths = np.arange(0, fd.max(), 0.25), np.arange(0.5, 6.01, 0.25)
-    a, l = _constant_grid(fd, fgt, starts, lengths, frac=False)
-    fa, fl = _constant_grid(fd, fgt, np.arange(0, 1, 0.01), np.arange(0.02, 0.51, 0.01), frac=True)
-    per_d = np.stack([np.full_like(d, a), np.full_like(d, a + l)], 1)
-    for dur in np.unique(fd):
-        if np.any(d == dur):
-            ba, bl = _constant_grid(fd[fd == dur], fgt[fd == dur], starts, lengths, frac=False)
-            per_d[d == dur] = (ba, ba + bl)
-    flen = fgt[:, 1] - fgt[:, 0]
-    rlen = np.minimum(rng.choice(flen, len(d)), d)
-    rs = rng.uniform(0, 1, len(d)) * (d - rlen)
-    u = np.sort(rng.uniform(0, 1, (len(d), 2)), axis=1) * d[:, None]
-    mean_frac = (fgt / fd[:, None]).mean(0)
-    preds = {
-        "whole_video": np.stack([np.zeros_like(d), d], 1),
-        "middle_half": np.stack([d / 4, 3 * d / 4], 1),
-        "center_mean_length": np.stack([d / 2 - flen.mean() / 2, d / 2 + flen.mean() / 2], 1),
-        "mean_span_seconds": np.broadcast_to(fgt.mean(0), gt.shape),
-        "mean_span_fraction": mean_frac[None] * d[:, None],
-        "best_constant": np.stack([np.full_like(d, a), np.full_like(d, a + l)], 1),
-        "best_fraction": np.stack([fa * d, min(fa + fl, 1.0) * d], 1),
-        "best_constant_per_duration": per_d,
-        "random": u,
-        "random_train_lengths": np.stack([rs, rs + rlen], 1),
-    }
-    out = {}
-    for name, p in preds.items():
-        p = np.clip(p, 0, d[:, None])
-        m = grounding_metrics(p, gt)
-        out[name] = {k: m[k] for k in ("R@0.3", "R@0.5", "R@0.7", "mIoU")}
-    return out
-
-
-def format_table(table: dict[str, dict[str, float]], title: str = "") -> str:
-    """A markdown table of `trivial_baselines` output."""
-    lines = [f"| {title} | R@0.3 | R@0.5 | R@0.7 | mIoU |", "|---|---|---|---|---|"]
-    for name, m in table.items():
-        lines.append(f"| {name} | {m['R@0.3']:.3f} | {m['R@0.5']:.3f} | {m['R@0.7']:.3f} | {m['mIoU']:.3f} |")
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str]) -> None:
     from absl import flags
 
@@ -423,14 +351,8 @@ def main(argv: Sequence[str]) -> None:
                      level=[int(v) for v in f.level.split(",")], seed=f.seed, size=f.size, fps=f.fps,
                      preset=f.preset, progress=True)
     print(json.dumps(paths, indent=1))
-    if f.baselines:
-        from vtg_jax.data.records import read_jsonl
-
-        train = list(read_jsonl(paths["train"]))
-        for split in ("val", "test"):
-            recs = list(read_jsonl(paths[split]))
-            if recs and train:
-                print(format_table(trivial_baselines(recs, train, seed=f.seed), f"{split} (fitted on train)"))
+    print(f"video-blind baselines: python -m vtg_jax.eval.baselines --train={paths['train']} "
+          f"--eval={paths['val']},{paths['test']}")
 
 
 def _define_flags() -> None:
@@ -446,7 +368,6 @@ def _define_flags() -> None:
     flags.DEFINE_integer("size", None, "frame side in pixels (preset default 64)")
     flags.DEFINE_float("fps", None, "source video fps (preset default 4)")
     flags.DEFINE_enum("preset", "default", list(PRESETS), "timing preset")
-    flags.DEFINE_bool("baselines", True, "print the video-blind baselines on val/test")
 
 
 if __name__ == "__main__":

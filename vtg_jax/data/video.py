@@ -17,7 +17,7 @@ of training, are the frames the HF processor would have picked from the same dec
 
 Resizing uses PIL's bicubic filter, which antialiases when downscaling like torchvision's
 `antialias=True` bicubic that HF uses, but it is not bit-identical to it; for pixel parity feed the
-HF processor's own arrays (brief §3, "Recommendation").
+HF processor's own arrays (it needs torchvision) rather than re-implementing its resize.
 """
 from __future__ import annotations
 

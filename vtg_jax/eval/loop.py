@@ -7,7 +7,7 @@ batch's patch rows to a frame bucket (one compilation per bucket); batches of vi
 need no filler frames, and batches are filled to `batch_size` with repeats of their last example
 (outputs dropped), so a split compiles a few programs, not one per batch.
 
-Unparsable answers score IoU 0 and are counted (`parse_failures`, DESIGN rule 7); records whose frames
+Unparsable answers score IoU 0 and are counted (`parse_failures`); records whose frames
 cannot be loaded are skipped and counted (`skipped`), never fatal.
 """
 from __future__ import annotations
@@ -17,6 +17,15 @@ import os
 from typing import Any, Iterable, Optional
 
 import numpy as np
+
+from vtg_jax.data.loader import PrepareExample, SKIP_KEY, collate
+from vtg_jax.eval.metrics import grounding_metrics, prediction_ious
+from vtg_jax.eval.qvhighlights import HL_MIN_SCORES, full_video_saliency, highlight_metrics, moment_retrieval_metrics
+from vtg_jax.rewards.highlight import parse_highlight
+from vtg_jax.rewards.parse import parse_span
+from vtg_jax.rollout.packing import sampler_inputs
+from vtg_jax.rollout.prompts import prompt_only
+from vtg_jax.sampling import generate
 
 
 def _batches(examples: Iterable[tuple[int, dict]], batch_size: int):
@@ -45,17 +54,14 @@ def prompt_batches(run_data: Any, split: str, records: list, batch_size: int, co
     """Yields (record positions, sampler inputs of their prompts) in `_batches` order; adds the number
     of skipped records to `counts["skipped"]`: the loader's per-record preparation returns a skip marker
     (logged) for a record whose video fails to load or whose example exceeds the buckets."""
-    from vtg_jax.data.loader import _SKIP, _Prepare, collate
-    from vtg_jax.train.data_setup import prompt_only
-    from vtg_jax.train.rollout import sampler_inputs
 
-    prepare = _Prepare(run_data.transforms[split], run_data.buckets)
+    prepare = PrepareExample(run_data.transforms[split], run_data.buckets)
     counts.setdefault("skipped", 0)
 
     def prepared():
         for i, rec in enumerate(records):
             ex = prepare(rec)
-            if _SKIP in ex:
+            if SKIP_KEY in ex:
                 counts["skipped"] += 1
             else:
                 yield i, ex
@@ -91,8 +97,6 @@ def _clip_scores(text: str, num_clips: int, clip_seconds: float = 2.0) -> Option
     top score. They are folded into one extra trailing entry holding their max score (equivalent for
     both metrics, see `highlight_metrics`, and bounded whatever timestamp the model writes).
     """
-    from vtg_jax.rewards.highlight import parse_highlight
-    from vtg_jax.rewards.parse import parse_span
 
     inside = np.zeros(num_clips)
     past = None  # max score of the clips past the end, if the answer names any
@@ -145,9 +149,6 @@ def qvhighlights_metrics(records: list, texts: list[str], preds: list, clip_seco
     "VeryGood" threshold (saliency >= 4), ``HL-min-Fair/mAP``, ``HL-min-Fair/HIT@1`` (>= 2) and
     ``HL-min-Good/...`` (>= 3), ``HL/n``, ``HL/parse_failures``. All fractions in [0, 1].
     """
-    from vtg_jax.eval.qvhighlights import (HL_MIN_SCORES, full_video_saliency, highlight_metrics,
-                                           moment_retrieval_metrics)
-
     out: dict[str, float] = {}
     qvh = [i for i, r in enumerate(records) if _is_qvhighlights(r)]
     mr_idx = qvh or (list(range(len(records))) if any(len(r.spans) > 1 for r in records) else [])
@@ -177,9 +178,6 @@ def evaluate(model: Any, run_data: Any, split: str, *, batch_size: int = 16, max
     Writes one jsonl line per record to `out_path` (qid, video_id, query, gt, answer, pred, iou) when
     given. Returns {"R@0.3", "R@0.5", "R@0.7", "mIoU", "n", "parse_failures", "skipped"}.
     """
-    from vtg_jax.eval.metrics import grounding_metrics, prediction_ious
-    from vtg_jax.rewards.parse import parse_span
-    from vtg_jax.sampling import generate
 
     records = run_data.splits[split]
     records = records[:num] if num else records

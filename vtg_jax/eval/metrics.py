@@ -1,6 +1,6 @@
 """Temporal-grounding metrics: temporal IoU, R@m and mIoU.
 
-These are the metrics every paper in ``shared/papers`` reports for TVG (Video-OPD §4.1 "Evaluation
+These are the metrics every implemented paper reports for TVG (Video-OPD §4.1 "Evaluation
 Benchmarks and Metrics": R@0.3/0.5/0.7 and mIoU; TempSamp-R1 §4 "Benchmarks": R1@m, mIoU; TVG-R1 §4).
 
 Definitions implemented here (all values are fractions in [0, 1], not percentages):
@@ -19,7 +19,7 @@ Definitions implemented here (all values are fractions in [0, 1], not percentage
 * ``mIoU`` = mean IoU over all queries.
 
 A prediction of ``None`` (or one containing NaN/inf) is a parse failure: it scores IoU 0, is kept in
-the denominator and is counted in ``parse_failures`` (DESIGN.md house rule 7).
+the denominator and is counted in ``parse_failures`` (never silently dropped, never a crash).
 """
 from __future__ import annotations
 

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from vtg_jax.losses.aggregation import aggregate, masked_mean, masked_sum, to_float
-from vtg_jax.losses.kl import _bregman_terms
-from vtg_jax.losses.logprobs import _scaled_log_softmax, map_sequence_chunks
+from vtg_jax.losses.kl import bregman_terms
+from vtg_jax.losses.logprobs import scaled_log_softmax, map_sequence_chunks
 from vtg_jax.losses.policy_gradient import policy_gradient_loss
 
 Array = jax.Array
@@ -120,7 +120,7 @@ def forward_kl(
     teacher_logits = jax.lax.stop_gradient(teacher_logits)
 
     def per_chunk(sl: Array, tl: Array) -> Array:
-        terms = _bregman_terms(_scaled_log_softmax(tl, temperature), _scaled_log_softmax(sl, temperature))
+        terms = bregman_terms(scaled_log_softmax(tl, temperature), scaled_log_softmax(sl, temperature))
         return jnp.sum(terms, axis=-1)
 
     return map_sequence_chunks(per_chunk, (student_logits, teacher_logits), chunk_size)
@@ -145,7 +145,7 @@ def op_fkd_loss(
 def teacher_topk(teacher_logits: Array, k: int, temperature: float | Array = 1.0) -> tuple[Array, Array]:
     """(ids ``[..., k]``, log P_tea ``[..., k]``) of the teacher's k most probable tokens (full-softmax
     log-probs, not renormalised) - the format a remote teacher would send back."""
-    logp = _scaled_log_softmax(jax.lax.stop_gradient(teacher_logits), temperature)
+    logp = scaled_log_softmax(jax.lax.stop_gradient(teacher_logits), temperature)
     vals, ids = lax.top_k(logp, k)
     return ids, vals
 
@@ -174,7 +174,7 @@ def topk_forward_kl(
     """
     if mode not in TOPK_MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {TOPK_MODES}")
-    stu_logp_all = _scaled_log_softmax(student_logits, temperature)
+    stu_logp_all = scaled_log_softmax(student_logits, temperature)
     stu_logp = jnp.take_along_axis(stu_logp_all, teacher_topk_ids.astype(jnp.int32), axis=-1)
     tea_logp = jax.lax.stop_gradient(to_float(teacher_topk_logp))
     if mode == "renormalized":
@@ -208,14 +208,14 @@ def generalized_jsd(
     if b is not None and not 0.0 <= b <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     def per_chunk(sl: Array, tl: Array) -> Array:
-        ls = _scaled_log_softmax(sl, temperature)
-        lt = _scaled_log_softmax(tl, temperature)
+        ls = scaled_log_softmax(sl, temperature)
+        lt = scaled_log_softmax(tl, temperature)
         if b == 0.0:
-            return jnp.sum(_bregman_terms(lt, ls), axis=-1)
+            return jnp.sum(bregman_terms(lt, ls), axis=-1)
         if b == 1.0:
-            return jnp.sum(_bregman_terms(ls, lt), axis=-1)
+            return jnp.sum(bregman_terms(ls, lt), axis=-1)
         bb = jnp.asarray(beta, ls.dtype)
         lm = jnp.logaddexp(lt + jnp.log(bb), ls + jnp.log1p(-bb))
-        return bb * jnp.sum(_bregman_terms(lt, lm), axis=-1) + (1.0 - bb) * jnp.sum(_bregman_terms(ls, lm), axis=-1)
+        return bb * jnp.sum(bregman_terms(lt, lm), axis=-1) + (1.0 - bb) * jnp.sum(bregman_terms(ls, lm), axis=-1)
 
     return map_sequence_chunks(per_chunk, (student_logits, teacher_logits), chunk_size)

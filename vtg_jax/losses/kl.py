@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from vtg_jax.losses.aggregation import to_float
-from vtg_jax.losses.logprobs import _scaled_log_softmax, map_sequence_chunks
+from vtg_jax.losses.logprobs import scaled_log_softmax, map_sequence_chunks
 
 Array = jax.Array
 
@@ -52,7 +52,7 @@ def kl_estimate(logp: Array, ref_logp: Array, kind: str = "k3", clamp: Optional[
     return kl
 
 
-def _bregman_terms(logp: Array, logq: Array) -> Array:
+def bregman_terms(logp: Array, logq: Array) -> Array:
     """Elementwise q - p + p log(p/q) = p * k3(log q - log p) >= 0, safe for p = 0 or q = 0.
 
     p = 0 gives q (the limit); q = 0 < p gives +inf (as in LongVTG-R1 App. B, case 2).
@@ -74,7 +74,7 @@ def _weighted_kl_from_logits(
     w = jnp.asarray(weights, jnp.float32)
 
     def per_chunk(pl: Array, ql: Array) -> Array:
-        terms = _bregman_terms(_scaled_log_softmax(pl, temperature), _scaled_log_softmax(ql, temperature))
+        terms = bregman_terms(scaled_log_softmax(pl, temperature), scaled_log_softmax(ql, temperature))
         return jnp.sum(jnp.where(w != 0, w * terms, 0.0), axis=-1)
 
     return map_sequence_chunks(per_chunk, (p_logits, q_logits), chunk_size)
@@ -136,8 +136,8 @@ def token_aware_kl(
 def subset_naive_kl(p_logits: Array, q_logits: Array, subset_mask: Array) -> Array:
     """The *naive* masked KL sum_{o in S} p log(p/q) that LongVTG-R1 §3.2 rejects (can be negative,
     down to -q(S)/e). Provided only to document and test that failure mode; do not train with it."""
-    logp = _scaled_log_softmax(p_logits, 1.0)
-    logq = _scaled_log_softmax(q_logits, 1.0)
+    logp = scaled_log_softmax(p_logits, 1.0)
+    logq = scaled_log_softmax(q_logits, 1.0)
     p = jnp.exp(logp)
     terms = jnp.where(p > 0, p * (jnp.where(p > 0, logp, 0.0) - logq), 0.0)
     return jnp.sum(jnp.where(jnp.asarray(subset_mask, bool), terms, 0.0), axis=-1)

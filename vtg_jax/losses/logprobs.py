@@ -69,7 +69,7 @@ def _scaled(logits: Array, temperature: float | Array) -> Array:
     return to_float(logits) / jnp.asarray(temperature, jnp.float32)
 
 
-def _scaled_log_softmax(logits: Array, temperature: float | Array) -> Array:
+def scaled_log_softmax(logits: Array, temperature: float | Array) -> Array:
     """log softmax(logits / temperature) in float32."""
     return jax.nn.log_softmax(_scaled(logits, temperature), axis=-1)
 
@@ -132,7 +132,7 @@ def token_logprobs_and_entropy(
     _check_temperature(temperature)
 
     def per_chunk(lg: Array, tok: Array) -> tuple[Array, Array]:
-        logp_all = _scaled_log_softmax(lg, temperature)
+        logp_all = scaled_log_softmax(lg, temperature)
         logp = jnp.take_along_axis(logp_all, tok[..., None].astype(jnp.int32), axis=-1)[..., 0]
         return logp, _entropy_from_logp(logp_all)
 
@@ -158,11 +158,11 @@ def entropy(logits: Array, temperature: float | Array = 1.0, chunk_size: Optiona
     """Entropy -sum_v p_v log p_v of softmax(logits / temperature) per position: ``[B, T, V] -> [B, T]``."""
     _check_temperature(temperature)
     return map_sequence_chunks(
-        lambda lg: _entropy_from_logp(_scaled_log_softmax(lg, temperature)), (logits,), chunk_size
+        lambda lg: _entropy_from_logp(scaled_log_softmax(lg, temperature)), (logits,), chunk_size
     )
 
 
 def log_softmax(logits: Array, temperature: float | Array = 1.0) -> Array:
     """Full float32 log-distribution ``log softmax(logits / temperature)`` (no chunking: small V only)."""
     _check_temperature(temperature)
-    return _scaled_log_softmax(logits, temperature)
+    return scaled_log_softmax(logits, temperature)

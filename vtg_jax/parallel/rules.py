@@ -1,4 +1,4 @@
-"""Logical axis rules: from the names every parameter / activation carries to mesh axes (DESIGN rule 4).
+"""Logical axis rules: from the names every parameter / activation carries to mesh axes.
 
 Mesh axes are `data` (pure data parallelism), `fsdp` (data parallelism with parameters sharded along
 `embed`, ZeRO-3 style) and `tensor` (Megatron-style: heads / MLP columns / vocabulary).

@@ -14,7 +14,7 @@ math.
 from __future__ import annotations
 
 from vtg_jax.models.qwen_vl.config import QwenVLConfig, TextConfig, VisionConfig
-from vtg_jax.train.model_size import text_layer_weights
+from vtg_jax.models.qwen_vl.size import text_layer_weights
 
 
 def text_forward(t: TextConfig, tokens: int, context_pairs: int, logits: int) -> float:

@@ -4,14 +4,14 @@
     for program in iteration_programs(config, run):
         lowered = program.lower()               # traced and lowered by the loop's own step factories
 
-Which programs an algorithm runs (`PROGRAMS`, one row per algorithm, so a registry of algorithms can
-list them) mirrors `train.objectives`: a rollout (shared-prefix prefill + decode loop) for the
+Which programs an algorithm runs is its registry record's `programs` (`algorithms.registry`), as its
+iteration in `vtg_jax/algorithms/` runs them: a rollout (shared-prefix prefill + decode loop) for the
 sampled-reward and on-policy objectives, teacher / reference scoring (prefill + one teacher-forced
-pass) where the objective needs it, the update (`objectives.make_train_step`, the very factory the
+pass) where the objective needs it, the update (the record's `make_step`, the very factory the
 loop calls), and the greedy evaluation decode (run every `eval.every` steps, reported apart from the
 iteration). Nothing reads weights: models come from `nnx.eval_shape`, optimizer state from
 `jax.eval_shape(tx.init)`, and every argument is a `ShapeDtypeStruct` carrying the `NamedSharding`
-the loop gives it (parameters by their logical names, batches replicated as `train.loop` passes them).
+the loop gives it (parameters by their logical names, batches replicated as `run.loop` passes them).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from vtg_jax.algorithms import registry
 from vtg_jax.models.qwen_vl import QwenVL
 from vtg_jax.models.qwen_vl.config import QwenVLConfig, load_config
 from vtg_jax.models.qwen_vl.presets import get_preset
@@ -32,24 +33,14 @@ from vtg_jax.parallel.rules import DEFAULT_RULES, sharded_call
 from vtg_jax.plan import flops as model_flops
 from vtg_jax.plan.shapes import VideoGeometry, completion_buffer, rl_batch, sampler_prompts, sft_batch, video_geometry
 from vtg_jax.sampling import engine
-from vtg_jax.train.model_setup import is_hf_dir, model_options, reference_section
-from vtg_jax.train.objectives import NEEDS_TEACHER, make_train_step, needs_reference
+from vtg_jax.run.model_setup import is_hf_dir, model_options, reference_section
 from vtg_jax.train.optim import make_optimizer
-from vtg_jax.train.run_config import optim_config
+from vtg_jax.run.config import optim_config
 from vtg_jax.train.state import TrainState, merge_model, split_model, state_shardings
 
 SDS = jax.ShapeDtypeStruct
 
 # Programs of one iteration per algorithm (then "train_step"); the evaluation decode is listed apart.
-PROGRAMS: dict[str, tuple[str, ...]] = {
-    "sft": ("train_step",),
-    "grpo": ("rollout_prefill", "rollout_decode", "reference_prefill", "reference_score", "train_step"),
-    "tempsamp": ("rollout_prefill", "rollout_decode", "reference_prefill", "reference_score", "train_step"),
-    "opd": ("rollout_prefill", "rollout_decode", "teacher_prefill", "teacher_score", "train_step"),
-    "op_rkd": ("teacher_prefill", "teacher_score", "train_step"),
-    "op_fkd": ("train_step",),
-    "eval": (),
-}
 EVAL_PROGRAMS = ("eval_prefill", "eval_decode")
 
 
@@ -160,9 +151,10 @@ def abstract_run(config: Any, mesh: jax.sharding.Mesh, platform: str) -> Abstrac
     run = AbstractRun(config=config, mesh=mesh, cfg=module.cfg, geometry=video_geometry(config, module.cfg),
                       graphdef=graphdef, train_state=with_shardings(state, mesh), frozen=with_shardings(frozen, mesh),
                       tx=tx, schedule=schedule)
-    if config.algorithm in NEEDS_TEACHER:
+    algorithm = registry.get(config.algorithm)
+    if algorithm.uses_teacher(config):
         run.teacher = _frozen_model(config.teacher, mesh, platform, int(config.seed) + 1)
-    if needs_reference(config):
+    if algorithm.uses_reference(config):
         run.reference = _frozen_model(reference_section(config), mesh, platform, int(config.seed))
     return run
 
@@ -251,7 +243,7 @@ def _train_program(run: AbstractRun) -> Program:
     data = _replicate(data, run.replicated())
     teacher = run.teacher if c.algorithm == "op_fkd" else None
     shardings_of = lambda tree: jax.tree.map(lambda s: s.sharding, tree)  # noqa: E731
-    step = make_train_step(c, run.graphdef, run.tx, run.schedule, time_mask=_time_mask(c, run.cfg.text.vocab_size),
+    step = registry.get(c.algorithm).make_step(c, run.graphdef, run.tx, run.schedule, time_mask=_time_mask(c, run.cfg.text.vocab_size),
                            teacher_graphdef=None if teacher is None else teacher.graphdef,
                            teacher_sharding=None if teacher is None else shardings_of(teacher.state),
                            state_sharding=shardings_of(run.train_state), frozen_sharding=shardings_of(run.frozen),
@@ -301,9 +293,11 @@ def iteration_programs(run: AbstractRun) -> list[Program]:
     """Every program of one iteration of `run.config`'s algorithm, in the order the loop runs them,
     then the evaluation decode (not part of the iteration)."""
     c = run.config
-    if c.algorithm not in PROGRAMS:
-        raise ValueError(f"no plan for algorithm {c.algorithm!r}; plannable: {sorted(PROGRAMS)}")
-    names = set(PROGRAMS[c.algorithm])
+    algorithm = registry.get(c.algorithm)
+    if algorithm.job not in ("train", "eval"):
+        plannable = sorted(name for name, a in registry.ALGORITHMS.items() if a.job in ("train", "eval"))
+        raise ValueError(f"no plan for algorithm {c.algorithm!r}; plannable: {plannable}")
+    names = set(algorithm.programs)
     batch = int(c.batch_size)
     new = int(c.rollout.max_new_tokens)
     policy_args = ("params", "frozen")

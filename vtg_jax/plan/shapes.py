@@ -5,7 +5,7 @@ A plan needs the arrays the loop would pass to each jitted program, for the vide
     geometry = video_geometry(config, model_cfg)        # frames, frame size, tokens of one prompt
     sampler_prompts(model_cfg, geometry, batch)           # what `sampling.generate` / `score` prefill
     sft_batch(model_cfg, geometry, batch, micro)          # `train.prepare_batch` of a loader batch
-    rl_batch(model_cfg, geometry, batch, g, n, micro, ..) # `train.rollout.build_rl_batch`
+    rl_batch(model_cfg, geometry, batch, g, n, micro, ..) # `rollout.packing.build_rl_batch`
 
 The video: `config.plan.video_seconds` of a `config.plan.source_height` x `source_width` video at
 `config.plan.source_fps`, sampled by the recipe's own rule (`config.data`: fps, frame cap, pixel
@@ -34,7 +34,7 @@ from vtg_jax.data.frame_sampling import plan_frames
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
 from vtg_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
 from vtg_jax.sampling.host import NEW_TOKEN_ROUND, bucket_length, frame_bucket, round_up
-from vtg_jax.train.data_setup import sampling_config
+from vtg_jax.run.data_setup import sampling_config
 
 DEFAULT_TEXT_TOKENS = 160  # Qwen chat template + a grounding prompt + a one-sentence query
 TIMESTAMP_TOKENS_PER_GROUP = 8  # "<12.5 seconds>" + vision start / end, per temporal group (Qwen3)
@@ -146,7 +146,7 @@ def sft_batch(cfg: QwenVLConfig, geo: VideoGeometry, batch: int, micro: int) -> 
 
 def rl_batch(cfg: QwenVLConfig, geo: VideoGeometry, batch: int, samples: int, completion: int, micro: int, *,
              ref_logp: bool = False, teacher_logp: bool = False) -> dict[str, Any]:
-    """`train.rollout.build_rl_batch` of `batch` prompts x `samples` completions of `completion` slots."""
+    """`rollout.packing.build_rl_batch` of `batch` prompts x `samples` completions of `completion` slots."""
     b, p, n = _check_micro(batch, micro), geo.loader_tokens, completion
     r = b * samples
     out: dict[str, Any] = {

@@ -1,5 +1,5 @@
 """Rollouts and scoring: prefill each (video) prompt once, share its KV cache among G samples, decode
-in one jitted loop; teacher-forced log-probs of given completions (DESIGN.md "rollout" / "score").
+in one jitted loop; teacher-forced log-probs of given completions (`generate` / `score`).
 
     from vtg_jax.sampling import generate, score
     out = generate(model, inputs, num_samples=8, max_new_tokens=256, temperature=1.0, eos_token_ids=[eos])

@@ -1,4 +1,4 @@
-"""Jitted prefill, decode loop and teacher-forced scoring over a KV cache (porting brief §4).
+"""Jitted prefill, decode loop and teacher-forced scoring over a KV cache, positioned as HF generate.
 
 Three programs, each jitted once per static shape (graphdef and sizes are static; model state, seed,
 temperature, top_p and max_new_tokens are traced, so changing them does not recompile):
@@ -15,7 +15,7 @@ temperature, top_p and max_new_tokens are traced, so changing them does not reco
 * `decode`: a `lax.while_loop` emitting one token per step for all rows, with the cache DONATED (updated
   in place) and an early exit when every row has finished. Decode token k of a row sits at
   `last_prompt_pos + 1 + k` on each M-RoPE axis (HF generate adds `position_ids[..., -1:] + 1` per step,
-  generation/utils.py; brief §4), written at cache slot P + k (suffix slot k).
+  in transformers' generation/utils.py), written at cache slot P + k (suffix slot k).
 * `completion_logprobs`: after `prefill` (repeated S times), ONE forward of all completion tokens
   against the cache, and `vtg_jax.losses.token_logprobs` for the chunked log-softmax gather.
 

@@ -1,7 +1,7 @@
 """Host-side (numpy) work of the sampler: length buckets, left padding, M-RoPE prompt positions, stop
 strings.
 
-Static shapes (DESIGN.md rule 3): a prompt batch is left-padded to a power-of-two bucket
+Static shapes (each step is jitted once, so shapes must not vary per prompt): a prompt batch is left-padded to a power-of-two bucket
 (`bucket_length`) and the number of new tokens is rounded up to a multiple of `NEW_TOKEN_ROUND`, so
 the KV cache length is `bucket + round_up(max_new_tokens)` and a run compiles one prefill and one decode
 program per (bucket, batch, visual-grid shape), not one per prompt length. Extra left padding changes
@@ -17,6 +17,7 @@ import numpy as np
 
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
 from vtg_jax.models.qwen_vl.model import prepare_inputs
+from vtg_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
 
 MIN_BUCKET = 32
 NEW_TOKEN_ROUND = 32
@@ -65,7 +66,7 @@ def _left_pad(x: np.ndarray, length: int) -> np.ndarray:
 
 
 def generation_positions(attention_mask: np.ndarray) -> np.ndarray:
-    """HF generate's positions without 3-D rope ids (brief §4): cumsum(mask) - 1, pads at 0, on all
+    """HF generate's positions without 3-D rope ids: cumsum(mask) - 1, pads at 0, on all
     three axes. (Unlike `model.prepare_inputs`, which follows HF's plain forward and ignores padding.)"""
     pos = np.cumsum(attention_mask, axis=-1) - 1
     pos = np.where(attention_mask == 0, 0, pos)
@@ -86,7 +87,7 @@ def _check_placeholders(cfg: QwenVLConfig, ids: np.ndarray, inputs: dict[str, An
 
 def prepare_prompts(cfg: QwenVLConfig, inputs: dict[str, Any], min_bucket: int = MIN_BUCKET) -> Prompts:
     """Validates `inputs` (HF names), left-pads to the bucket and computes positions like HF generate:
-    `get_rope_index` when grids and mm_token_type_ids are given, else cumsum(mask) - 1 (brief §4)."""
+    `get_rope_index` when grids and mm_token_type_ids are given, else cumsum(mask) - 1."""
     if "input_ids" not in inputs:
         raise ValueError("inputs must hold input_ids")
     unknown = sorted(set(inputs) - set(KNOWN_INPUTS))
@@ -147,8 +148,6 @@ def _pad_video_rows(cfg: QwenVLConfig, videos: np.ndarray, image_grid: Any, vide
     the same prefill / score program (`frame_bucket`). No placeholder token reads the fillers' features
     (they come after every real feature) and attention never crosses frames, so outputs are unchanged
     (tests/sampling/test_sampler_behaviour.py). Mixed frame geometries are left unpadded."""
-    from vtg_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
-
     vgrid = np.asarray(video_grid, np.int64).reshape(-1, 3)
     hw = {(int(h), int(w)) for _, h, w in vgrid}
     if len(hw) != 1:

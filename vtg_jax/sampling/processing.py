@@ -4,7 +4,7 @@ Order follows transformers' warpers: divide by the temperature, then keep the to
 smallest nucleus whose probability reaches top_p. Ties at either threshold are kept (HF keeps every
 logit >= the k-th largest), and the nucleus always keeps the most likely token.
 
-Two log-probs are returned per sampled token (DESIGN.md "rollout"; RL and OPD need the first):
+Two log-probs are returned per sampled token (RL and OPD need the first):
     logprob           log softmax(logits / T)[tok]: the model's own distribution at temperature T,
                       *before* top-k / top-p truncation. This is the `old_logp` of GRPO's ratio and
                       what `score` / a teacher-forced forward at temperature T recompute.

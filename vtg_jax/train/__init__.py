@@ -2,13 +2,13 @@
 
     from vtg_jax.train import OptimConfig, make_optimizer, init_train_state, prepare_batch, make_sft_step
 
-The names are imported on first use (PEP 562): the run configs (`vtg_jax.train.run_config`) and their
+The names are imported on first use (PEP 562): the run configs (`vtg_jax.run.config`) and their
 checks load without jax, so that a CLI run with an incomplete config stops in a fraction of a second.
 """
 import importlib
 
 _WHERE = {"prepare_batch": "batch", "OptimConfig": "optim", "make_optimizer": "optim",
-          "accumulate_grads": "sft", "answer_nll_sum": "sft", "guarded_update": "sft", "make_sft_step": "sft",
+          "accumulate_grads": "update", "answer_nll_sum": "sft", "guarded_update": "update", "make_sft_step": "sft",
           "TrainState": "state", "init_train_state": "state", "merge_model": "state", "num_params": "state",
           "split_model": "state", "state_shardings": "state"}
 

@@ -9,7 +9,7 @@ Why the teacher runs inside this step (unlike OPD / OP-RKD, which take precomput
 needs the teacher's distribution over the whole vocabulary at every position, [R, N, V] floats, which
 is too large to ship from the host at real sizes. The teacher is another (graphdef, state) — any size,
 e.g. a larger Qwen-VL — passed as a separate, NON-donated argument, so it stays outside the trained
-state (DESIGN rule 4) and is never differentiated (its logits are wrapped in stop_gradient). It reads
+state and is never differentiated (its logits are wrapped in stop_gradient). It reads
 the same batch, so it must share the student's tokenizer and vision patch layout (same processor).
 `top_k` keeps only the teacher's k most probable tokens (`losses.topk_forward_kl`, default
 "renormalized"), the format of a remote teacher.
@@ -26,9 +26,8 @@ from flax import nnx
 
 from vtg_jax.losses import (AGGREGATIONS, TOPK_MODES, aggregate, masked_mean, op_fkd_loss, teacher_topk,
                             topk_forward_kl)
-from vtg_jax.train.grpo import finish_step
-from vtg_jax.train.rl_batch import Metrics, aggregate_count, compile_step, completion_logits
-from vtg_jax.train.sft import accumulate_grads
+from vtg_jax.train.rl_batch import Metrics, aggregate_count, completion_logits
+from vtg_jax.train.update import accumulate_grads, compile_step, finish_step
 from vtg_jax.train.state import TrainState, merge_model
 
 

@@ -17,7 +17,7 @@ Why the reference log-probs are precomputed (`sampling.score(ref_model, inputs, 
 rollout, batch key `ref_logp`) rather than computed in the step: both KL forms above need only the
 reference's log-prob of the sampled token, the reference then never occupies memory next to the
 trained state and its optimizer moments, it shares the sampler's one-prefill-per-prompt scoring, and
-it may live on another mesh or be another model class. DESIGN rule 4 holds: it is never in the state.
+it may live on another mesh or be another model class. Like every frozen model, it is never in the trained state.
 
 Off-policy rows (`off_policy` True, TempSamp-R1 §3.2): their "old" log-prob is the current policy's
 (stop-gradient), so their importance ratio is exactly 1 (TempSamp-R1 §3.1: with pi_old = pi_theta
@@ -34,10 +34,8 @@ import optax
 from flax import nnx
 
 from vtg_jax.losses import AGGREGATIONS, kl_estimate, masked_mean, policy_gradient_loss, token_aware_kl_estimate
-from vtg_jax.train.rl_batch import (Metrics, aggregate_count, batch_metrics, compile_step,
-                                    completion_logprobs, finite_inputs)
-from vtg_jax.train.sft import accumulate_grads, guarded_update
-from vtg_jax.train.state import TrainState, merge_model
+from vtg_jax.train.rl_batch import Metrics, aggregate_count, batch_metrics, completion_logprobs
+from vtg_jax.train.update import make_policy_step
 
 KL_MODES = ("none", "k3", "token_aware")
 
@@ -95,42 +93,6 @@ def grpo_loss(cfg: GRPOConfig, model: nnx.Module, mb: dict[str, Any], time_mask:
     return loss * count, (count, tokens, metrics)
 
 
-def finish_step(state: TrainState, tx: optax.GradientTransformation, schedule: Callable, grads: Any,
-                total: jax.Array, count: jax.Array, metrics: Metrics, inputs_ok: jax.Array
-                ) -> tuple[TrainState, Metrics]:
-    """Normalise the accumulated sums, apply the guarded update (skipped and counted when the loss, the
-    gradient norm or an input is non-finite) and add the common `train/*` metrics."""
-    denom = jnp.maximum(count, 1.0)
-    grads = jax.tree.map(lambda g: g / denom, grads)
-    loss = jnp.where(inputs_ok, total / denom, jnp.nan)
-    new, gnorm, skipped = guarded_update(state, grads, loss, tx)
-    metrics = dict(metrics)
-    metrics.update({"loss/total": loss, "train/grad_norm": gnorm, "train/lr": jnp.asarray(schedule(state.step)),
-                    "train/loss_count": count, "train/skipped_nonfinite": skipped,
-                    "train/skipped_nonfinite_total": new.skipped, "train/step": new.step})
-    return new, metrics
-
-
-def make_policy_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: Callable,
-                     micro_loss: Callable[[nnx.Module, dict[str, Any]], Any], needed: tuple[str, ...], *,
-                     state_sharding: Any = None, frozen_sharding: Any = None, batch_sharding: Any = None,
-                     donate: bool = True) -> Callable:
-    """The step every rollout objective shares: `micro_loss(model, mb) -> (loss_sum, (count, tokens,
-    metrics))` accumulated over micro-batches, batch inputs `needed` checked finite (a NaN reward or
-    log-prob skips the update), then `finish_step`; jitted once with `state` donated."""
-
-    def step(state: TrainState, frozen: Any, batch: dict[str, Any]) -> tuple[TrainState, Metrics]:
-        def loss_fn(params, mb):
-            return micro_loss(merge_model(graphdef, params, frozen), mb)
-
-        grads, total, count, metrics = accumulate_grads(loss_fn, state.params, batch)
-        ok = jnp.all(jax.vmap(lambda mb: finite_inputs(mb, needed))(batch))
-        return finish_step(state, tx, schedule, grads, total, count, metrics, ok)
-
-    return compile_step(step, num_frozen=1, donate=donate, state_sharding=state_sharding,
-                        frozen_shardings=(frozen_sharding,), batch_sharding=batch_sharding)
-
-
 def make_grpo_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: Callable[[Any], Any],
                    cfg: GRPOConfig = GRPOConfig(), *, time_mask: Optional[Any] = None, state_sharding: Any = None,
                    frozen_sharding: Any = None, batch_sharding: Any = None, donate: bool = True) -> Callable:
@@ -148,3 +110,10 @@ def make_grpo_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sch
     return make_policy_step(graphdef, tx, schedule, lambda model, mb: grpo_loss(cfg, model, mb, tmask), needed,
                             state_sharding=state_sharding, frozen_sharding=frozen_sharding,
                             batch_sharding=batch_sharding, donate=donate)
+
+
+def make_tempsamp_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: Callable[[Any], Any],
+                       cfg: GRPOConfig = GRPOConfig(), **kwargs: Any) -> Callable:
+    """`step(state, frozen, batch)`: `make_grpo_step` on a batch whose `off_policy` marks the
+    ground-truth rows (see the module docstring); kwargs as `make_grpo_step`."""
+    return make_grpo_step(graphdef, tx, schedule, cfg, **kwargs)

@@ -32,8 +32,8 @@ import optax
 from flax import nnx
 
 from vtg_jax.losses import AGGREGATIONS, masked_mean, opd_loss
-from vtg_jax.train.grpo import make_policy_step
 from vtg_jax.train.rl_batch import Metrics, aggregate_count, batch_metrics, completion_logprobs
+from vtg_jax.train.update import make_policy_step
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The RL step batch inside a jitted step: one forward over prompt ⊕ completions with the vision tower
 run ONCE per prompt, gradient accumulation with metrics, and the shared jit wrapper of every RL step.
 
-Batch layout (built on the host by `vtg_jax.train.rollout.build_rl_batch`; A micro-batches of b
+Batch layout (built on the host by `vtg_jax.rollout.packing.build_rl_batch`; A micro-batches of b
 prompts, each with G completions, R = b·G rows, row i·G + g = completion g of prompt i):
 
     prompt_ids, prompt_mask        [A, b, P]     prompts RIGHT-aligned (left padding, as the sampler)
@@ -9,7 +9,7 @@ prompts, each with G completions, R = b·G rows, row i·G + g = completion g of 
     pixel_values_videos            [A, b·Pv, D]  packed rows of the b prompts' videos (train/batch.py)
     vision_inputs                  {k: [A, ...]}
     completions, completion_mask   [A, R, N]     sampled (or ground-truth) tokens, right-padded
-    completion_pos                 [A, 3, R, N]  last prompt position + 1 + k on each axis (brief §4)
+    completion_pos                 [A, 3, R, N]  last prompt position + 1 + k on each axis (as HF generate)
     old_logp [A, R, N], advantages [A, R], rewards [A, R], off_policy [A, R]
     ref_logp / teacher_logp        [A, R, N]     optional: precomputed by `sampling.score`
 
@@ -26,7 +26,7 @@ positions.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -68,7 +68,7 @@ def completion_logprobs(model: nnx.Module, mb: dict[str, Any], temperature: floa
 
 def finite_inputs(mb: dict[str, Any], keys: tuple[str, ...]) -> jax.Array:
     """True iff every listed per-row / per-token input is finite where it is used (completion mask for
-    [R, N] arrays). A non-finite reward or log-prob makes the step skip the update (DESIGN rule 7)."""
+    [R, N] arrays). A non-finite reward or log-prob makes the step skip the update (counted, not a crash)."""
     ok = jnp.array(True)
     valid = mb["completion_mask"] != 0
     for k in keys:
@@ -95,26 +95,3 @@ def batch_metrics(mb: dict[str, Any]) -> Metrics:
             "rl/completion_len": masked_mean(jnp.sum(mb["completion_mask"], -1).astype(jnp.float32), valid)}
 
 
-def compile_step(step: Callable, *, num_frozen: int, donate: bool, state_sharding: Any,
-                 frozen_shardings: tuple, batch_sharding: Any) -> Callable:
-    """jit(step(state, *frozen, batch)) once, with the state donated and optional in/out shardings; the
-    result has `.traces` (compilations: one per distinct batch shape) and `.jitted`."""
-
-    def traced(*args):
-        wrapped.traces += 1
-        return step(*args)
-
-    kw: dict[str, Any] = {"donate_argnums": (0,) if donate else ()}
-    if state_sharding is not None:
-        if len(frozen_shardings) != num_frozen:
-            raise ValueError(f"need {num_frozen} frozen shardings, got {len(frozen_shardings)}")
-        kw["in_shardings"] = (state_sharding, *frozen_shardings, batch_sharding)
-        kw["out_shardings"] = (state_sharding, None)
-    jitted = jax.jit(traced, **kw)
-
-    def wrapped(*args):
-        return jitted(*args)
-
-    wrapped.traces = 0
-    wrapped.jitted = jitted
-    return wrapped

@@ -10,7 +10,7 @@ sum(nll) / sum(mask); accumulating per-micro-batch means would weight micro-batc
 tokens, so gradient accumulation would not equal the full batch. Summed gradients divided by the total
 token count are exactly the full-batch gradient (up to float summation order).
 
-Why the guard: a NaN pixel, a corrupt video or an overflow must not poison a long run (DESIGN rule 7).
+Why the guard: a NaN pixel, a corrupt video or an overflow must not poison or crash a long run.
 If the loss, the gradient norm, or any value of the updated parameters or optimizer state is not
 finite, the step returns params and optimizer state unchanged (a `where` select, so they are bitwise
 identical) and counts it in `train/skipped_nonfinite`. Checking the update's result too catches what a
@@ -27,10 +27,9 @@ import optax
 from flax import nnx
 
 from vtg_jax.losses import masked_sum, token_logprobs
-from vtg_jax.train.integrity import all_finite
+from vtg_jax.train.rl_batch import Metrics
 from vtg_jax.train.state import TrainState, merge_model
-
-Metrics = dict[str, jax.Array]
+from vtg_jax.train.update import accumulate_grads, guarded_update
 
 
 def answer_nll_sum(model: nnx.Module, mb: dict[str, Any], chunk_size: Optional[int] = None
@@ -41,53 +40,6 @@ def answer_nll_sum(model: nnx.Module, mb: dict[str, Any], chunk_size: Optional[i
     logp = token_logprobs(logits[:, :-1], mb["input_ids"][:, 1:], chunk_size=chunk_size)
     mask = mb["loss_mask"][:, 1:] * mb["attention_mask"][:, 1:]
     return masked_sum(-logp, mask), jnp.sum(mask.astype(jnp.float32))
-
-
-def accumulate_grads(loss_fn: Callable, params: Any, batch: dict[str, Any]
-                     ) -> tuple[Any, jax.Array, jax.Array, Metrics]:
-    """Sums over the leading micro-batch axis (lax.scan) of `loss_fn(params, mb) -> (loss_sum, aux)`.
-
-    `aux` is `count` (tokens the loss is summed over) or `(count, weight, metrics)`, where `metrics` is a
-    dict of per-micro-batch values to be averaged with weights `weight` (e.g. its token count). Returns
-    (summed grads, summed loss, summed count, weighted-mean metrics). Shared by every objective: summed
-    losses and gradients divided once by the total count equal the full-batch token-mean exactly.
-    """
-
-    def split_aux(aux):
-        return aux if isinstance(aux, tuple) else (aux, aux, {})
-
-    def body(carry, mb):
-        g_acc, l_acc, n_acc, w_acc, m_acc = carry
-        (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
-        count, w, m = split_aux(aux)
-        m_acc = jax.tree.map(lambda a, x: a + w * x, m_acc, m)
-        return (jax.tree.map(jnp.add, g_acc, g), l_acc + loss, n_acc + count, w_acc + w, m_acc), None
-
-    first = jax.tree.map(lambda x: x[0], batch)
-    shapes = jax.eval_shape(lambda p, mb: split_aux(loss_fn(p, mb)[1])[2], params, first)
-    zero = jnp.zeros((), jnp.float32)
-    init = (jax.tree.map(jnp.zeros_like, params), zero, zero, zero,
-            jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes))
-    (grads, total, count, weight, msum), _ = jax.lax.scan(body, init, batch)
-    metrics = jax.tree.map(lambda x: x / jnp.maximum(weight, 1e-12), msum)
-    return grads, total, count, metrics
-
-
-def guarded_update(state: TrainState, grads: Any, loss: jax.Array, tx: optax.GradientTransformation
-                   ) -> tuple[TrainState, jax.Array, jax.Array]:
-    """Applies `tx` unless the loss, the grad-norm or the updated parameters / optimizer state are
-    non-finite; returns (state, grad_norm, skipped 0/1).
-
-    Shared by every objective: the guard and the counters are not SFT-specific."""
-    gnorm = optax.global_norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    ok = jnp.isfinite(loss) & jnp.isfinite(gnorm) & all_finite(params) & all_finite(opt_state)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
-    skipped = (~ok).astype(jnp.int32)
-    new = TrainState(step=state.step + (1 - skipped), params=keep(params, state.params),
-                     opt_state=keep(opt_state, state.opt_state), skipped=state.skipped + skipped)
-    return new, gnorm, skipped
 
 
 def make_sft_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: Callable[[Any], Any], *,

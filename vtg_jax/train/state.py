@@ -3,7 +3,7 @@
 Why this split: only the trainable parameters and their optimizer state change in a step, so only
 they are donated and carried in `TrainState`. The frozen part (a frozen vision tower, non-Param
 variables) is passed to the step as a separate, non-donated argument, and the module structure
-(`nnx.GraphDef`) is static. Frozen models of other objectives (reference, teacher; DESIGN rule 4)
+(`nnx.GraphDef`) is static. Frozen models of other objectives (reference, teacher)
 live outside the state the same way. Everything here is a plain pytree, so `jax.jit` sees pure arrays
 and `logical_to_mesh_sharding` reads each parameter's logical axes straight from the state.
 """

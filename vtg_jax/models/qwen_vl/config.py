@@ -11,7 +11,7 @@ import os
 from typing import Any, Literal
 
 Family = Literal["qwen2_5_vl", "qwen3_vl"]
-# Qwen2.5's rope-index rule changed between transformers releases (porting brief §2, "version trap"):
+# Qwen2.5's rope-index rule changed between transformers releases:
 #   "original": the next text run starts at max(all positions) + 1 (Qwen's own code, transformers <= 4.5x,
 #               and what released checkpoints were trained with);
 #   "transformers5": the next text run starts at start + max(h, w) / 2 (transformers 5.x).
@@ -121,7 +121,7 @@ def config_from_hf_dict(hf: dict[str, Any], rope_index_rule: RopeIndexRule = "or
         num_attention_heads=heads,
         num_key_value_heads=text.get("num_key_value_heads") or heads,
         head_dim=text.get("head_dim") or text["hidden_size"] // heads,
-        # The Qwen2.5 class default (1e-5) is not what checkpoints use; always read the file (brief §2).
+        # The Qwen2.5 class default (1e-5) is not what checkpoints use (1e-6); always read the file.
         rms_norm_eps=text.get("rms_norm_eps", 1e-6),
         rope_theta=float(rope.get("rope_theta", 5_000_000.0 if qwen3 else 1_000_000.0)),
         mrope_section=tuple(rope.get("mrope_section", (24, 20, 20) if qwen3 else (16, 24, 24))),
@@ -145,7 +145,7 @@ def config_from_hf_dict(hf: dict[str, Any], rope_index_rule: RopeIndexRule = "or
         num_position_embeddings=vis.get("num_position_embeddings", 0) if qwen3 else 0,
         deepstack_visual_indexes=tuple(vis.get("deepstack_visual_indexes", ()) if qwen3 else ()),
     )
-    # Qwen2.5 also honours text_config.tie_word_embeddings (brief §2, "Tied embeddings").
+    # Qwen2.5 also honours text_config.tie_word_embeddings (HF Qwen2_5_VLConfig does).
     tie = bool(hf.get("tie_word_embeddings", False))
     if not qwen3:
         tie = tie or bool((hf.get("text_config") or {}).get("tie_word_embeddings", False))

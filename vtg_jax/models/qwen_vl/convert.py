@@ -1,4 +1,4 @@
-"""Hugging Face safetensors <-> `QwenVL`, through ONE conversion table (DESIGN.md rule 5).
+"""Hugging Face safetensors <-> `QwenVL`, through ONE conversion table (not a chain of ifs).
 
 `from_pretrained` builds the model abstractly (`nnx.eval_shape`), then reads each tensor lazily with
 `safetensors.safe_open`, converts it on the host and places it straight onto its `NamedSharding`
@@ -25,7 +25,7 @@ from vtg_jax.models.qwen_vl.model import QwenVL
 from vtg_jax.models.qwen_vl.vision import vision_conversion_rows
 from vtg_jax.parallel.rules import DEFAULT_RULES, logical_to_mesh_sharding
 
-# Legacy on-disk Qwen2.5 names -> transformers-5 state_dict names (brief §5; conversion_mapping.py
+# Legacy on-disk Qwen2.5 names -> transformers-5 state_dict names (transformers' conversion_mapping.py
 # `^visual` -> `model.visual`, `^model(?!.(language_model|visual))` -> `model.language_model`).
 _LEGACY_RENAMES: tuple[tuple[re.Pattern, str], ...] = (
     (re.compile(r"^visual\."), "model.visual."),
@@ -46,7 +46,7 @@ def normalise_hf_name(name: str) -> str:
 
 
 def text_conversion_rows(cfg: QwenVLConfig) -> list[ct.Row]:
-    """Rows of the language model and lm_head (brief §5 state_dict listings)."""
+    """Rows of the language model and lm_head (transformers-5 state_dict names)."""
     t = cfg.text
     hf, ours = "model.language_model", ("language_model",)
     rows = [ct.Row(f"{hf}.embed_tokens.weight", (*ours, "embed_tokens", "embedding"), ct.identity, ct.identity)]

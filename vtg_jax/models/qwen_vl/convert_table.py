@@ -1,7 +1,7 @@
 """The row type of the HF <-> ours conversion table, and its standard tensor transforms.
 
 One table maps every transformers-5 state_dict name (`model.visual.*`, `model.language_model.*`,
-`lm_head.weight`; porting brief §5) to a path in our NNX state. Legacy on-disk Qwen2.5 names
+`lm_head.weight`) to a path in our NNX state. Legacy on-disk Qwen2.5 names
 (`visual.*`, `model.layers.*`) are normalised by the loader (`convert.normalise_hf_name`) before lookup,
 so rows only ever name the transformers-5 spelling.
 
@@ -47,7 +47,7 @@ def linear_kernel(x: np.ndarray) -> np.ndarray:
 
 
 def conv3d_to_dense(w: np.ndarray) -> np.ndarray:
-    """Conv3d weight (D, C, T, P, P) with kernel == stride -> Dense kernel (C*T*P*P, D) (brief §1)."""
+    """Conv3d weight (D, C, T, P, P) with kernel == stride -> Dense kernel (C*T*P*P, D)."""
     return np.ascontiguousarray(w.reshape(w.shape[0], -1).T)
 
 

@@ -1,6 +1,6 @@
 """`QwenVL`: the Qwen2.5-VL / Qwen3-VL conditional-generation model as one NNX module.
 
-Equivalent of HF `Qwen{2_5,3}VLForConditionalGeneration` (porting brief §1-§2, §4):
+Equivalent of HF `Qwen{2_5,3}VLForConditionalGeneration` in transformers 5.23:
     visual          VisionTower (vision.py)
     language_model  TextModel (text.py): embed_tokens, layers, norm
     lm_head         Dense (absent when `cfg.tie_word_embeddings`; then logits = h @ embed_tokens.T)
@@ -12,7 +12,7 @@ runs automatically for numpy inputs. A jitted caller runs `prepare_inputs` on th
 A sampler composes the pieces: `embed(...)` (visual features scattered in + DeepStack additions),
 `language_model(embeds, position_ids, attention_mask, deepstack, cache=[LayerKV...], cache_index=i)`
 (text.py documents the KV-cache contract, and the shared-prefix cache `SharedPrefixKV`) and `logits(hidden)`; `prepare_inputs(...)["rope_deltas"]`
-gives decode positions `last_prompt_pos + 1 + k` (brief §4).
+gives decode positions `last_prompt_pos + 1 + k` on all three axes, as HF generate places them.
 """
 from __future__ import annotations
 
@@ -50,9 +50,9 @@ def prepare_inputs(
 
     The vision tower runs ONCE on the concatenation of image then video rows, so `vision_inputs` is
     built for `concat(image_grid_thw, video_grid_thw)`; attention segments never cross grid entries
-    (brief §1), so this equals HF's two separate tower calls.
+    (one segment per temporal patch group), so this equals HF's two separate tower calls.
 
-    Positions mimic HF `compute_3d_position_ids` (brief §4): with grids and `mm_token_type_ids`, the rope
+    Positions mimic HF `compute_3d_position_ids`: with grids and `mm_token_type_ids`, the rope
     index; with grids but no `mm_token_type_ids`, Qwen3 raises and Qwen2.5 warns and falls back to
     arange(S) (what HF does, silently); without grids, arange(S) on all axes.
     """
@@ -87,7 +87,7 @@ def scatter_visual(
     `feats` holds the n_image image tokens then the n_video video tokens. Image placeholders take image
     features in order, video placeholders video features. DeepStack features ([n_image+n_video, D] each)
     are gathered the same way and zero elsewhere, which equals HF's `h[visual_mask] += ds[k]` with
-    images and videos interleaved in sequence order (brief §1, §6.10).
+    images and videos interleaved in sequence order.
     """
     b, s, d = embeds.shape
     flat = input_ids.reshape(-1)
@@ -164,14 +164,14 @@ class QwenVL(nnx.Module):
         return scatter_visual(self.cfg, embeds, ids, feats, n_image, n_video, deepstack)
 
     def visual_dtype(self) -> Any:
-        """HF casts pixels to the tower's weight dtype (brief §1 "Patch embed")."""
+        """HF casts pixels to the tower's weight dtype in its patch embed."""
         leaves = jax.tree.leaves(nnx.state(self.visual, nnx.Param))
         return leaves[0].dtype if leaves else self.dtype
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         if self.lm_head is not None:
             out = self.lm_head(hidden)
-        else:  # tied: h @ embed_tokens.T (brief §2 "Tied embeddings")
+        else:  # tied: h @ embed_tokens.T, as HF ties lm_head to embed_tokens
             out = self.language_model.embed_tokens.attend(hidden)
         return logical_constraint(out, ("batch", "length", "vocab"))
 

@@ -1,6 +1,7 @@
 """Text multimodal RoPE (M-RoPE): cos/sin tables, rotation, and the host-side 3-D position index.
 
-Porting brief §2 ("MRoPE", "get_rope_index") and §6 pitfalls 2, 8 and 9.
+Follows transformers 5.23's Qwen2.5-VL / Qwen3-VL text rotary embedding and `get_rope_index`: inv_freq in
+float32, half-split `rotate_half` pairing, and the position-index rules documented on `get_rope_index`.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
 
-TEXT, IMAGE, VIDEO = 0, 1, 2  # mm_token_type_ids values (brief §2).
+TEXT, IMAGE, VIDEO = 0, 1, 2  # mm_token_type_ids values, as in HF.
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -24,7 +25,7 @@ def mrope_axis_of_freq(head_dim: int, mrope_section: Sequence[int], interleaved:
     """For each of the head_dim/2 frequencies, which position axis (0=t, 1=h, 2=w) drives it.
 
     Qwen2.5 uses contiguous chunks of `mrope_section`; Qwen3 interleaves: frequency j takes h when
-    j % 3 == 1 and j < 3 * s_h, w when j % 3 == 2 and j < 3 * s_w, else t (brief §2).
+    j % 3 == 1 and j < 3 * s_h, w when j % 3 == 2 and j < 3 * s_w, else t (as HF Qwen3-VL).
     """
     half = head_dim // 2
     if sum(mrope_section) != half:
@@ -39,7 +40,7 @@ def mrope_axis_of_freq(head_dim: int, mrope_section: Sequence[int], interleaved:
 
 
 def inv_freq(head_dim: int, theta: float) -> jax.Array:
-    """1 / theta^(2i/hd) in float32 (brief §6.2)."""
+    """1 / theta^(2i/hd), always in float32 (as HF)."""
     return 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
 
 
@@ -54,7 +55,7 @@ def mrope_cos_sin(
     """cos, sin of shape [B, S, head_dim] from 3-D position ids [3, B, S] (or 1-D ids [B, S]).
 
     Angles are computed in float32 and the tables are then CAST to the activation dtype, as HF does
-    (brief §2; unlike the vision RoPE, which stays float32).
+    (unlike the vision RoPE, which stays float32).
     """
     position_ids = jnp.asarray(position_ids)
     if position_ids.ndim == 2:
@@ -89,7 +90,7 @@ def cos_sin_tables(angles: jax.Array, dtype: Any = jnp.float32) -> tuple[jax.Arr
 
 
 def rotate_half(x: jax.Array) -> jax.Array:
-    """(x1, x2) -> (-x2, x1) over the last axis: half-split pairing, not GPT-J interleave (brief §6.8)."""
+    """(x1, x2) -> (-x2, x1) over the last axis: half-split pairing, not GPT-J interleave (as HF)."""
     x1, x2 = jnp.split(x, 2, axis=-1)
     return jnp.concatenate([-x2, x1], axis=-1)
 
@@ -110,7 +111,7 @@ def _runs(types: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _vision_positions(grid: np.ndarray, merge: int, scale: tuple[float, ...], start: int) -> np.ndarray:
-    """[3, t*lh*lw] ids of one vision run, in the merger's (t, h, w) order (brief §2).
+    """[3, t*lh*lw] ids of one vision run, in the merger's (t, h, w) order.
 
     Temporal ids are `trunc(arange(t) * scale[0] * scale[1] ...)` plus `start`, multiplied left to right
     in float32 as torch does (float multiply, then truncate).
@@ -140,17 +141,16 @@ def get_rope_index(
     Grids are consumed in order across the batch (images and videos separately). A text run of length
     n gets arange(n) + cur on all axes. A vision run gets (t·interval, h, w) + cur with the merged grid.
 
-    Where the next run starts after a vision run depends on `cfg.rope_index_rule` (brief §2 "version
-    trap"):
+    Where the next run starts after a vision run depends on `cfg.rope_index_rule` (the rule
+    changed between transformers releases):
       * "original" (default): cur = max(all positions so far) + 1. This is Qwen's own code and
-        transformers <= 4.5x, which is what the released Qwen2.5-VL checkpoints were trained with
-        (shared/notes/synthetic_probe.md, last bullet). Temporal ids use the float product
-        `trunc(i * tokens_per_second * second_per_grid_t)` of Qwen's release; some transformers 4.5x
-        releases cast second_per_grid_t to int first, which only differs for fractional values
-        (second_per_grid_t = 1.0 at the usual 2 fps sampling).
+        transformers <= 4.5x, which is what the released Qwen2.5-VL checkpoints were trained with.
+        Temporal ids use the float product `trunc(i * tokens_per_second * second_per_grid_t)` of
+        Qwen's release; some transformers 4.5x releases cast second_per_grid_t to int first, which
+        only differs for fractional values (second_per_grid_t = 1.0 at the usual 2 fps sampling).
       * "transformers5": cur += max(lh, lw), ignoring the temporal extent (transformers 5.23).
     The two differ only when (t-1)·interval >= max(lh, lw), i.e. for multi-group Qwen2.5 videos. For
-    Qwen3 each video run is one temporal group (video_grid_thw is split per group, brief §2) with no
+    Qwen3 each video run is one temporal group (HF splits video_grid_thw per group) with no
     temporal scaling, so both rules coincide.
     """
     ids = np.asarray(input_ids)
@@ -166,7 +166,7 @@ def get_rope_index(
     qwen3 = cfg.family == "qwen3_vl"
     images = [] if image_grid_thw is None else list(np.asarray(image_grid_thw).reshape(-1, 3))
     videos = [] if video_grid_thw is None else list(np.asarray(video_grid_thw).reshape(-1, 3))
-    if qwen3:  # One (1, h, w) grid per temporal group; no temporal scaling (brief §2).
+    if qwen3:  # One (1, h, w) grid per temporal group; no temporal scaling (as HF Qwen3-VL).
         videos = [np.array([1, g[1], g[2]]) for g in videos for _ in range(int(g[0]))]
         spgt: list[float] = [1.0] * len(videos)
     elif second_per_grid_ts is None:

@@ -1,4 +1,4 @@
-"""The Qwen2.5-VL / Qwen3-VL language decoder (porting brief §2), plus logical-sharding helpers.
+"""The Qwen2.5-VL / Qwen3-VL language decoder (as in transformers 5.23), plus logical-sharding helpers.
 
 Layout of the NNX state (the conversion table in `convert.py` relies on it):
     embed_tokens.embedding [V, D]
@@ -8,7 +8,7 @@ Layout of the NNX state (the conversion table in `convert.py` relies on it):
     norm.scale [D]
 
 KV cache hook (for the sampler). `TextModel.__call__(..., cache=[LayerKV, ...], cache_index=i)` writes the
-new tokens' post-RoPE k/v (brief §4) into each layer's preallocated [B, L, kv_heads, hd] buffers at
+new tokens' post-RoPE k/v (what HF's cache stores) into each layer's preallocated [B, L, kv_heads, hd] buffers at
 offset `cache_index`, attends over the whole buffer, and returns the updated cache. The caller passes
 `attention_mask` over the L buffer slots (1 = a real token has been written there), and position ids
 of the new tokens; the causal rule is `key_slot <= cache_index + query_offset`.
@@ -40,7 +40,7 @@ from vtg_jax.models.qwen_vl.rope import apply_rope, mrope_cos_sin
 from vtg_jax.parallel.rules import logical_to_spec
 
 # ---------------------------------------------------------------------------------------------------
-# Logical axis names (DESIGN.md rule 4).
+# Logical axis names: every parameter carries them; the rules map them to mesh axes.
 
 
 def partitioned(init: Callable[..., Any], names: Sequence[str | None]) -> Callable[..., Any]:
@@ -68,7 +68,7 @@ def logical_constraint(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
 
 
 class RMSNorm(nnx.Module):
-    """x * rsqrt(mean(x^2) + eps) in float32, cast back to x's dtype, THEN times weight (brief §2, §6.3)."""
+    """x * rsqrt(mean(x^2) + eps) in float32, cast back to x's dtype, THEN times weight (no +1)."""
 
     def __init__(self, dim: int, eps: float, *, name: str = "embed", param_dtype: Any = jnp.float32):
         self.eps = eps
@@ -149,7 +149,7 @@ class Attention(nnx.Module):
         self.k_proj = dense(d, cfg.num_key_value_heads * hd, ("embed", "kv_heads"), bias=cfg.attention_bias, **kw)
         self.v_proj = dense(d, cfg.num_key_value_heads * hd, ("embed", "kv_heads"), bias=cfg.attention_bias, **kw)
         self.o_proj = dense(cfg.num_attention_heads * hd, d, ("heads", "embed"), bias=False, **kw)
-        if cfg.qk_norm:  # Qwen3 (brief §2): RMSNorm(head_dim, rms_norm_eps) per head.
+        if cfg.qk_norm:  # Qwen3: RMSNorm(head_dim, rms_norm_eps) per head, before RoPE.
             self.q_norm = RMSNorm(hd, cfg.rms_norm_eps, name="head_dim", param_dtype=param_dtype)
             self.k_norm = RMSNorm(hd, cfg.rms_norm_eps, name="head_dim", param_dtype=param_dtype)
 
@@ -178,7 +178,7 @@ class Attention(nnx.Module):
                          jax.lax.dynamic_update_slice(kv.v, v.astype(kv.v.dtype), start))
             k, v = kv.k.astype(q.dtype), kv.v.astype(q.dtype)
         # GQA: kv head j serves query heads j*g..j*g+g-1, like repeat_kv. Softmax is float32 and
-        # masked logits get a finite minimum (brief §4, §6.12).
+        # masked logits get a finite minimum (not -inf, so all-pad rows give no NaN).
         out = attention(q, k, v, scale=cfg.head_dim**-0.5, key_mask=key_mask, causal=True,
                         q_offset=0 if kv is None else cache_index, impl=self.attention_impl)
         return self.o_proj(out.reshape(b, s, -1)), kv
@@ -266,7 +266,7 @@ class TextModel(nnx.Module):
     ) -> dict[str, Any]:
         """inputs_embeds [B, T, D]; position_ids [3, B, T]; attention_mask [B, K] (K = T, or the cache
         length P + N when `cache` is given); deepstack: per-layer [B, T, D] additions, zero outside visual
-        positions (Qwen3, brief §1 DeepStack: added after layer k).
+        positions (Qwen3 DeepStack: added after layer k).
 
         Returns {"last_hidden_state", "hidden_states" (if asked), "cache" (if given)}. hidden_states
         follows HF: (input of layer 0, output of layers 0..N-2 before any DeepStack addition, final

@@ -1,4 +1,4 @@
-"""The Qwen2.5-VL / Qwen3-VL vision tower (porting brief §1) and its HF conversion rows.
+"""The Qwen2.5-VL / Qwen3-VL vision tower (as in transformers 5.23) and its HF conversion rows.
 
 Public API:
   prepare_vision_inputs(cfg, family, grid_thw) -> dict of numpy metadata   (vision_inputs.py)
@@ -6,7 +6,7 @@ Public API:
       -> (features [N/4, out_hidden] in the original token order, deepstack list (empty for Qwen2.5))
   vision_conversion_rows(cfg, family, *, hf_prefix, ours_prefix) -> list[Row]
 
-Attribute names mirror HF's `model.visual` so conversion is a table (brief §5; DESIGN rule 5).
+Attribute names mirror HF's `model.visual` so conversion is a table of names, not a chain of ifs.
 """
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def _qwen3_merger_rows(hf: str, ours: ct.Path) -> list[ct.Row]:
 
 def vision_conversion_rows(cfg: VisionConfig, family: str, *, hf_prefix: str = "model.visual",
                            ours_prefix: ct.Path = ("visual",)) -> list[ct.Row]:
-    """Every transformers-5 `model.visual.*` state_dict key (brief §5) -> our param path.
+    """Every transformers-5 `model.visual.*` state_dict key -> our param path.
 
     `ours_prefix` is where the tower sits in the enclosing model (`()` for a bare `VisionTower`).
     """

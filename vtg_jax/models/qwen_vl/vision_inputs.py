@@ -2,13 +2,13 @@
 
 Everything that depends on the *values* of `grid_thw` (position ids, attention segments, the Qwen2.5
 window permutation, the Qwen3 position-embedding interpolation taps) is computed here, so that the
-tower itself is pure array code that jits with static shapes (porting brief §1; HF computes the same
+tower itself is pure array code that jits with static shapes (HF computes the same
 quantities in transformers/vision_utils.py).
 
 Row order throughout is the order of `pixel_values`: entries in `grid_thw` order, within an entry the
 temporal groups t, within a frame group the patches in block-major order
 (merge-block row, merge-block col, in-block row, in-block col), so 4 consecutive rows form one 2x2 merge
-block (brief §3 "Layout").
+block (the HF processors' patch layout).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _check_grid(cfg: VisionConfig, grid_thw: np.ndarray) -> np.ndarray:
 
 
 def _block_major_hw(h: int, w: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """(row, col) patch coordinates of one frame, in block-major order (brief §1 "2D RoPE")."""
+    """(row, col) patch coordinates of one frame, in block-major order (HF's vision rotary ids)."""
     rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     shape = (h // m, m, w // m, m)
     return (rows.reshape(shape).transpose(0, 2, 1, 3).reshape(-1),
@@ -44,7 +44,8 @@ def _block_major_hw(h: int, w: int, m: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _axis_taps(index: np.ndarray, size: int, side: int) -> tuple[np.ndarray, np.ndarray]:
     """Bilinear align_corners=True taps (floor, floor+1; clamped) and weights along one axis, in fp32
-    with the operation order of VU `_interpolation_axis_taps_weights` (brief §1, §6.11)."""
+    with the operation order of transformers' vision_utils `_interpolation_axis_taps_weights` (5.23
+    computes the weights in fp32; older releases used the model dtype)."""
     src = index.astype(np.float32) * np.float32(side - 1) / np.float32(max(size - 1, 1))
     floor = np.floor(src)
     offsets = np.arange(2, dtype=np.float32)
@@ -95,7 +96,7 @@ def prepare_vision_inputs(cfg: VisionConfig, family: str, grid_thw: np.ndarray) 
     Always:
       pos_ids      int32 [N, 2]  (h, w) rotary positions, block-major, repeated t times.
       segment_ids  int32 [N]     one id per temporal patch group of each entry (HF `cu_seqlens`); full
-                                 attention never crosses frame groups (brief §1 "cu_seqlens").
+                                 attention never crosses frame groups.
       full_gather int32 [S, L], full_valid bool [S, L], full_scatter int32 [N]
                                  `pack_segments` of the frame groups, in the tower's working row order
                                  (windowed order for Qwen2.5; frame groups stay contiguous there).
@@ -157,7 +158,7 @@ def prepare_vision_inputs(cfg: VisionConfig, family: str, grid_thw: np.ndarray) 
     else:
         out["interp_indices"] = np.concatenate(interp_idx).astype(np.int32)
         out["interp_weights"] = np.concatenate(interp_w).astype(np.float32)
-    # The window permutation stays inside each frame group (brief §6.7), so frame segments keep their
+    # The window permutation stays inside each frame group (as in HF), so frame segments keep their
     # positions in the windowed order and one layout serves both orders.
     out["full_gather"], out["full_valid"], out["full_scatter"] = pack_segments(out["segment_ids"])
     return out

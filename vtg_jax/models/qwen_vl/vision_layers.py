@@ -2,7 +2,7 @@
 
 Every parameter carries logical axis names (`out_sharding` metadata, applied later through
 `vtg_jax.parallel.rules`; eager sharding is off so modules build without a mesh). Numerics follow
-transformers 5.23 (porting brief §1, §6): norms in fp32 with eps 1e-6, vision RoPE in fp32 with
+transformers 5.23's vision encoders: norms in fp32 with eps 1e-6, vision RoPE in fp32 with
 `rotate_half`, softmax in fp32, exact-erf GELU in the mergers.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from vtg_jax.models.qwen_vl.rope import cos_sin_tables
 
 Axes = tuple[str | None, ...]
 Dtype = Any
-NORM_EPS = 1e-6  # hard-coded in HF for every vision norm (brief §1 "Norms", §6.4)
+NORM_EPS = 1e-6  # hard-coded in HF for every vision norm, whatever the config says
 ROPE_THETA = 10_000.0  # vision rope_parameters default (RotaryEmbeddingConfigMixin.default_theta)
 _INIT = nnx.initializers.normal(0.02)  # HF initializer_range
 
@@ -44,7 +44,7 @@ def _norm_param(dim: int, value: float, param_dtype: Dtype) -> nnx.Param:
 
 
 class RMSNorm(nnx.Module):
-    """Qwen2.5 RMSNorm: normalise in fp32, cast to the input dtype, then scale (brief §6.3; no +1)."""
+    """Qwen2.5 RMSNorm: normalise in fp32, cast to the input dtype, then scale (no +1 on the weight)."""
 
     def __init__(self, dim: int, *, dtype: Dtype, param_dtype: Dtype):
         self.scale = _norm_param(dim, 1.0, param_dtype)
@@ -73,7 +73,7 @@ class LayerNorm(nnx.Module):
 
 
 def vision_rope(pos_ids: jax.Array, head_dim: int) -> tuple[jax.Array, jax.Array]:
-    """cos/sin [N, head_dim] in fp32 from (h, w) ids [N, 2] (brief §1 "2D RoPE").
+    """cos/sin [N, head_dim] in fp32 from (h, w) ids [N, 2], as HF's vision rotary embedding.
 
     hd/4 frequencies; angles cat(h*inv, w*inv) (length hd/2), then concatenated with themselves.
     """
@@ -161,7 +161,7 @@ from_segments.defvjp(_from_segments_fwd, _from_segments_bwd)
 
 
 class VisionAttention(nnx.Module):
-    """Fused-qkv attention inside segments (frame groups or windows; brief §1 "Attention", "cu_seqlens").
+    """Fused-qkv attention inside segments (frame groups or windows: HF's `cu_seqlens` segments).
 
     Rows are gathered into a padded [S, L] batch of segments, attended with a key-validity mask
     (equivalent to the block-diagonal mask of the packed sequence, in O(S*L^2) instead of O(N^2)
@@ -203,7 +203,7 @@ def activation(name: str) -> Any:
 
 
 class GatedMLP(nnx.Module):
-    """Qwen2.5 vision MLP: down(act(gate(x)) * up(x)), all with bias (brief §1 "MLP")."""
+    """Qwen2.5 vision MLP: down(act(gate(x)) * up(x)), all with bias."""
 
     def __init__(self, cfg: VisionConfig, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
         d, f = cfg.hidden_size, cfg.intermediate_size
@@ -253,11 +253,11 @@ class VisionBlock(nnx.Module):
 
 
 def _exact_gelu(x: jax.Array) -> jax.Array:
-    return jax.nn.gelu(x, approximate=False)  # torch nn.GELU() default (brief §6.1)
+    return jax.nn.gelu(x, approximate=False)  # torch nn.GELU() default; JAX defaults to tanh
 
 
 class Qwen25PatchMerger(nnx.Module):
-    """RMSNorm(D) -> view(-1, 4D) -> Linear -> GELU(erf) -> Linear(out) (brief §1 "PatchMerger")."""
+    """RMSNorm(D) -> view(-1, 4D) -> Linear -> GELU(erf) -> Linear(out), as HF's Qwen2.5 merger."""
 
     def __init__(self, cfg: VisionConfig, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
         d4 = cfg.hidden_size * cfg.spatial_merge_size**2

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from vtg_jax.train.metrics_log import read_jsonl
+from vtg_jax.io.metrics_jsonl import read_jsonl
 
 
 class Family(NamedTuple):

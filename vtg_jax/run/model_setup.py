@@ -23,12 +23,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vtg_jax.io.checkpoint import Checkpointer, abstract_like
 from vtg_jax.models.qwen_vl import QwenVL
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
+from vtg_jax.models.qwen_vl.convert import from_pretrained
 from vtg_jax.models.qwen_vl.presets import get_preset
+from vtg_jax.models.qwen_vl.size import REAL_SIZE_PARAMETERS, parameter_count
 from vtg_jax.parallel.rules import DEFAULT_RULES, shard_model
-from vtg_jax.train.model_size import REAL_SIZE_PARAMETERS, parameter_count
-from vtg_jax.train.run_config import CHECKPOINT_DIR, COMPUTE_KEYS, upgrade_saved_config
+from vtg_jax.run.config import CHECKPOINT_DIR, COMPUTE_KEYS, optim_config, upgrade_saved_config
+from vtg_jax.train.integrity import nonfinite_leaves
+from vtg_jax.train.optim import make_optimizer
+from vtg_jax.train.state import init_train_state, merge_model
 
 HF_EXPORT_DIR = "hf"
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -88,10 +93,6 @@ def _from_run_checkpoint(path: str, section: Any, name: str, *, mesh: Any, rules
     run trained (restored through the same TrainState target as a resume, then merged back into a module),
     computing as `section` says. They are restored in the dtype the run saved them in (the checksums
     cover it) and then cast to `section`'s param_dtype."""
-    from vtg_jax.train.checkpoint import Checkpointer
-    from vtg_jax.train.optim import make_optimizer
-    from vtg_jax.train.run_config import optim_config
-    from vtg_jax.train.state import init_train_state, merge_model
 
     with Checkpointer(os.path.join(path, CHECKPOINT_DIR), save_every_n_steps=1, keep_last=None) as ckpt:
         if step is None:
@@ -125,8 +126,6 @@ def require_finite_state(tree: Any) -> None:
     """Raises ValueError naming the leaves when a restored TrainState's parameters or optimizer state
     hold NaN / inf: training on from them would only write more (the checkpoint is then treated as
     corrupt and the previous step restored)."""
-    from vtg_jax.train.integrity import nonfinite_leaves
-
     state = tree["state"]
     bad = nonfinite_leaves({"params": state.params, "opt_state": state.opt_state})
     if bad:
@@ -139,8 +138,6 @@ def restore_train_state(ckpt: Any, state: Any, step: Optional[int] = None) -> Op
     """(state, rng, loader_state, step) restored onto `state`'s shardings, or None on a fresh start.
     Only a step whose arrays verify and whose parameters and optimizer state are finite is restored
     (see `Checkpointer.restore`)."""
-    from vtg_jax.train.checkpoint import abstract_like
-
     tree = checkpoint_tree(state, jnp.zeros((2,), jnp.uint32))
     out = ckpt.restore(step, target_abstract_state=abstract_like(tree), validate=require_finite_state)
     if out is None:
@@ -153,8 +150,6 @@ def build_model(section: Any, *, seed: int, mesh: Optional[jax.sharding.Mesh] = 
                 name: str = "model") -> QwenVL:
     """The model a config section describes (see the module docstring), placed on `mesh` if given.
     `name` is the section's place in the run config ("model", "teacher"), for the error messages."""
-    from vtg_jax.models.qwen_vl.convert import from_pretrained
-
     rules = rules if rules is not None else DEFAULT_RULES
     opts = model_options(section, name)
     act, param, remat, impl = opts["dtype"], opts["param_dtype"], opts["remat"], opts["attention_impl"]

@@ -27,12 +27,10 @@ import os
 import time
 from typing import Any
 
-from vtg_jax.train.loop import _load_json, _save_json
-from vtg_jax.train.run_config import TEACHER_ALGORITHMS, TRAINING_ALGORITHMS, require_complete
-
-TRAINING = TRAINING_ALGORITHMS
-USES_TEACHER = TEACHER_ALGORITHMS + ("select",)  # TVDF scores with it; TVG-R1 annotates with it when one is set
-_DONE_FILE = {"select": "selection.json", "eval": "eval.json"}
+from vtg_jax.algorithms import registry
+from vtg_jax.io.workdir import load_json, save_json
+from vtg_jax.run.config import require_complete
+from vtg_jax.run.jobs import job_of
 
 
 def _stage_dir(workdir: str, name: str) -> str:
@@ -55,31 +53,10 @@ def resolve_ref(value: str, workdir: str, stages: Any) -> str:
 
 
 def _finished(stage: Any, stage_dir: str) -> bool:
-    if stage.algorithm in _DONE_FILE:
-        return os.path.exists(os.path.join(stage_dir, _DONE_FILE[stage.algorithm]))
-    return bool((_load_json(stage_dir, "summary.json") or {}).get("finished"))
-
-
-def _run_stage(stage: Any, stage_dir: str) -> dict:
-    from vtg_jax.train.loop import evaluate_checkpoint, train
-    from vtg_jax.train.select import run_selection
-
-    if stage.algorithm == "select":
-        return run_selection(stage, stage_dir)
-    if stage.algorithm == "eval":
-        return evaluate_checkpoint(stage, stage_dir)
-    return train(stage, stage_dir)
-
-
-def _results(stage: Any, stage_dir: str) -> dict:
-    """What pipeline.json keeps of a finished stage."""
-    if stage.algorithm == "select":
-        s = _load_json(stage_dir, "selection.json")
-        return {k: s[k] for k in ("method", "pool", "selected", "skipped", "mean", "pool_mean", "wall_s", "paths")}
-    if stage.algorithm == "eval":
-        return _load_json(stage_dir, "eval.json")
-    s = _load_json(stage_dir, "summary.json")
-    return {k: s.get(k) for k in ("eval_start", "eval_teacher", "eval", "steps", "wall_s", "baselines")}
+    algorithm = registry.get(stage.algorithm)
+    if algorithm.trains:
+        return bool((load_json(stage_dir, algorithm.done_file) or {}).get("finished"))
+    return os.path.exists(os.path.join(stage_dir, algorithm.done_file))
 
 
 def _link(stage: Any, workdir: str, config: Any, policy: str, pending_subset: str) -> dict:
@@ -92,18 +69,19 @@ def _link(stage: Any, workdir: str, config: Any, policy: str, pending_subset: st
             stage.eval.checkpoint = resolve_ref(stage.eval.checkpoint or policy, workdir, stages)
         else:
             stage.model.init_from = resolve_ref(stage.model.init_from or policy, workdir, stages)
-        if stage.algorithm in TRAINING:
+        if registry.get(stage.algorithm).trains:
             stage.data.train_subset = resolve_ref(stage.data.train_subset or pending_subset, workdir, stages)
         if stage.algorithm == "select":
             stage.select.exclude = ",".join(resolve_ref(v.strip(), workdir, stages)
                                             for v in stage.select.exclude.split(",") if v.strip())
-        if config.teacher.init_from and stage.algorithm in USES_TEACHER:
+        # every stage that has a teacher: distillation, and selection (TVDF scores with it, TVG-R1 annotates)
+        if config.teacher.init_from and "teacher" in registry.get(stage.algorithm).sections:
             stage.teacher.init_from = config.teacher.init_from
         if "teacher" in stage and stage.teacher.init_from:
             stage.teacher.init_from = resolve_ref(stage.teacher.init_from, workdir, stages)
         stage.data.cache_dir = stage.data.cache_dir or config.cache_dir or os.path.join(workdir, "data")
     return {"init_from": stage.eval.checkpoint if stage.algorithm == "eval" else stage.model.init_from,
-            "train_subset": stage.data.train_subset if stage.algorithm in TRAINING else None}
+            "train_subset": stage.data.train_subset if registry.get(stage.algorithm).trains else None}
 
 
 def run_pipeline(config: Any, workdir: str) -> dict[str, Any]:
@@ -125,16 +103,16 @@ def run_pipeline(config: Any, workdir: str) -> dict[str, Any]:
         ran = not _finished(stage, stage_dir)
         if ran:
             print(f"[pipeline {config.name}] stage {name} ({stage.algorithm}) -> {stage_dir}", flush=True)
-            _run_stage(stage, stage_dir)
+            job_of(stage).run(stage, stage_dir)
         report["stages"][name] = {"algorithm": stage.algorithm, "inputs": inputs, "ran_now": ran,
-                                  "stage_wall_s": round(time.time() - t_stage, 1), **_results(stage, stage_dir)}
+                                  "stage_wall_s": round(time.time() - t_stage, 1), **job_of(stage).kept(stage_dir)}
         if stage.algorithm == "select":
             pending_subset = os.path.join(stage_dir, "selected.jsonl")
-        elif stage.algorithm in TRAINING:
+        elif registry.get(stage.algorithm).trains:
             policy, pending_subset = stage_dir, ""
-        _save_json(workdir, "pipeline.json", report)  # after every stage: a partial run shows its progress
+        save_json(workdir, "pipeline.json", report)  # after every stage: a partial run shows its progress
     report["wall_s"] = round(time.time() - t0, 1)
-    _save_json(workdir, "pipeline.json", report)
+    save_json(workdir, "pipeline.json", report)
     return report
 
 

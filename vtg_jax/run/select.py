@@ -25,11 +25,10 @@ Writes to the workdir: selected.jsonl (records in selection order, our record fo
 of a training run), one <subset>.jsonl per extra subset (tvg_r1: coldstart, rl), scores.jsonl (every
 pool record's scores and whether it was selected) and selection.json (selector stats, counts, timing).
 Records whose video cannot be loaded are skipped and counted; unparsable answers score IoU 0 and are
-counted (DESIGN rule 7).
+counted; neither stops the run.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -37,8 +36,18 @@ from typing import Any, Optional
 
 import numpy as np
 
+from vtg_jax.curriculum import (aggregated_reverse_kl, time_r1_gaussian_sample, topk_mean_iou, tvdf_select,
+                                tvg_r1_coldstart_filter, tvg_r1_rl_filter)
+from vtg_jax.data.records import read_jsonl, write_jsonl
+from vtg_jax.eval.loop import completion_text, prompt_batches
+from vtg_jax.eval.metrics import prediction_ious
+from vtg_jax.io.workdir import save_json
 from vtg_jax.parallel.distributed import is_main_process
-from vtg_jax.train.run_config import SELECT_METHODS
+from vtg_jax.rewards.parse import parse_span
+from vtg_jax.rollout.packing import completion_mask
+from vtg_jax.run.config import SELECT_METHODS
+from vtg_jax.run.preamble import open_run
+from vtg_jax.sampling import generate, score
 
 METHODS = SELECT_METHODS
 SELECTED = "selected.jsonl"
@@ -54,11 +63,6 @@ def sample_predictions(model: Any, run_data: Any, records: list, *, num_samples:
     with a `judge` model reverse_kl [N]: the mean over the M samples of sum_t log pi_model - log pi_judge
     on the sampled tokens (Video-OPD §3.2's aggregated reverse KL; NaN for skipped records).
     """
-    from vtg_jax.curriculum import aggregated_reverse_kl
-    from vtg_jax.eval.loop import completion_text, prompt_batches
-    from vtg_jax.rewards.parse import parse_span
-    from vtg_jax.sampling import generate, score
-    from vtg_jax.train.rollout import completion_mask
 
     n, m = len(records), num_samples
     spans = np.full((n, m, 2), np.nan)
@@ -95,8 +99,6 @@ def sample_predictions(model: Any, run_data: Any, records: list, *, num_samples:
 
 
 def _mean_topk_iou(pred: dict, records: list, k: int) -> np.ndarray:
-    from vtg_jax.curriculum import topk_mean_iou
-
     gts = np.asarray([r.span for r in records], np.float64).reshape(-1, 2)
     iou, _ = topk_mean_iou(np.nan_to_num(pred["spans"]), gts, k, valid=pred["valid"], scores=pred["seq_logp"])
     return iou
@@ -104,8 +106,6 @@ def _mean_topk_iou(pred: dict, records: list, k: int) -> np.ndarray:
 
 def _best_answers(pred: dict, records: list) -> tuple[np.ndarray, list[str]]:
     """Each record's highest-IoU answer among its samples: (IoU [N], text)."""
-    from vtg_jax.eval.metrics import prediction_ious
-
     n, m = pred["valid"].shape
     gts = np.repeat(np.asarray([r.span for r in records], np.float64).reshape(-1, 2), m, axis=0)
     flat = [tuple(s) if ok else None for s, ok in zip(pred["spans"].reshape(-1, 2), pred["valid"].reshape(-1))]
@@ -115,8 +115,6 @@ def _best_answers(pred: dict, records: list) -> tuple[np.ndarray, list[str]]:
 
 
 def _excluded_qids(spec: str) -> set:
-    from vtg_jax.data.records import read_jsonl
-
     out: set = set()
     for path in filter(None, (p.strip() for p in spec.split(","))):
         out.update(r.qid for r in read_jsonl(path))
@@ -131,8 +129,6 @@ def _pool(run_data: Any, s: Any) -> tuple[list, int]:
 
 
 def _select_tvdf(s: Any, student: dict, teacher: dict, pool: list, seed: int) -> tuple[np.ndarray, dict, dict]:
-    from vtg_jax.curriculum import tvdf_select
-
     tau, sigma = _mean_topk_iou(teacher, pool, s.topk), _mean_topk_iou(student, pool, s.topk)
     if s.dbtp == "kl":
         score = student["reverse_kl"]
@@ -150,8 +146,6 @@ def _select_tvdf(s: Any, student: dict, teacher: dict, pool: list, seed: int) ->
 
 
 def _select_time_r1(s: Any, policy: dict, pool: list, seed: int) -> tuple[np.ndarray, dict, dict]:
-    from vtg_jax.curriculum import time_r1_gaussian_sample
-
     iou = _mean_topk_iou(policy, pool, s.topk)
     ok = np.nonzero(policy["loaded"])[0]
     local, stats = time_r1_gaussian_sample(iou[ok], min(s.num, ok.size), seed=seed)
@@ -159,8 +153,6 @@ def _select_time_r1(s: Any, policy: dict, pool: list, seed: int) -> tuple[np.nda
 
 
 def _select_tvg_r1(s: Any, annotator: dict, pool: list) -> tuple[np.ndarray, dict, dict, dict]:
-    from vtg_jax.curriculum import tvg_r1_coldstart_filter, tvg_r1_rl_filter
-
     iou, best = _best_answers(annotator, pool)
     ok = np.nonzero(annotator["loaded"])[0]
     cold, cold_stats = tvg_r1_coldstart_filter(iou[ok], eps1=float(s.eps1))
@@ -172,8 +164,6 @@ def _select_tvg_r1(s: Any, annotator: dict, pool: list) -> tuple[np.ndarray, dic
 def _write(workdir: str, pool: list, selected: np.ndarray, cols: dict, extra_subsets: dict,
            completions: Optional[list]) -> dict[str, str]:
     import dataclasses
-
-    from vtg_jax.data.records import write_jsonl
 
     def recs(idx):
         for i in idx:
@@ -198,26 +188,13 @@ def _write(workdir: str, pool: list, selected: np.ndarray, cols: dict, extra_sub
 
 def run_selection(config: Any, workdir: str) -> dict[str, Any]:
     """Scores the pool with the configured models, selects, writes the subsets; returns selection.json."""
-    from vtg_jax.parallel.rules import DEFAULT_RULES, sharded_call
-    from vtg_jax.train.data_setup import build_run_data
-    from vtg_jax.train.loop import _mesh, _save_json, _show_progress
-    from vtg_jax.train.model_setup import build_model
-    from vtg_jax.train.run_config import require_complete, uses_teacher
-
     s = config.select
     if s.method not in METHODS:
         raise ValueError(f"select.method must be one of {METHODS}, got {s.method!r}")
-    require_complete(config)
     t0 = time.time()
-    os.makedirs(workdir, exist_ok=True)
-    _save_json(workdir, "run_config.json", config.to_dict())
-    mesh = _mesh(config)
-    with (sharded_call(mesh, DEFAULT_RULES) if mesh is not None else contextlib.nullcontext()):
-        policy = build_model(config.model, seed=config.seed, mesh=mesh)
-        teacher = None  # time_r1 scores the policy only; tvdf's teacher is set (require_complete)
-        if uses_teacher(config):
-            teacher = build_model(config.teacher, seed=config.seed + 1, mesh=mesh, name="teacher")
-        run_data = build_run_data(policy.cfg, config.data, workdir, progress=_show_progress(config))
+    # time_r1 scores the policy only; tvdf's teacher is set (require_complete)
+    with open_run(config, workdir) as run:
+        policy, teacher, run_data, mesh = run.model, run.teacher, run.run_data, run.mesh
         pool, n_excluded = _pool(run_data, s)
         if not pool:
             raise ValueError("no candidate records left to select from (select.exclude removed them all)")
@@ -245,7 +222,7 @@ def run_selection(config: Any, workdir: str) -> dict[str, Any]:
                "wall_s": round(time.time() - t0, 1),
                "mean": {k: float(np.nanmean(v[selected])) if len(selected) else None for k, v in cols.items()},
                "pool_mean": {k: float(np.nanmean(v)) for k, v in cols.items()}}
-    _save_json(workdir, "selection.json", summary)
+    save_json(workdir, "selection.json", summary)
     return summary
 
 

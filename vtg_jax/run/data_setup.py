@@ -20,13 +20,19 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
-import numpy as np
 
-from vtg_jax.data.datasets import LoadStats
+from vtg_jax.data.datasets import LoadStats, load_records_jsonl
+from vtg_jax.data.extract import extract
+from vtg_jax.data.frame_sampling import SamplingConfig
+from vtg_jax.data.frame_store import FrameStore
+from vtg_jax.data.loader import make_loader, qwen_vl_buckets
+from vtg_jax.data.processor import QwenVLProcessor, build_tiny_tokenizer
 from vtg_jax.data.records import GroundingRecord
+from vtg_jax.data.run_data import RecordTransform, RunData
+from vtg_jax.data.synthetic import generate
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
 
 SPLITS = ("train", "val", "test")
@@ -34,61 +40,8 @@ SYNTHETIC_OVERRIDES = ("min_duration", "max_duration", "min_span", "max_span", "
                        "object_scale")
 
 
-class RecordTransform:
-    """record -> processor outputs with the answer and `record_index` (picklable: the store reopens
-    in each worker). Raises on a record whose frames are missing; the loader skips and counts it."""
-
-    def __init__(self, store_path: str, processor: Any, answer_format: str, index: Mapping[str, int]):
-        from vtg_jax.data.frame_store import FrameStore
-
-        self.store, self.proc, self.answer_format, self.index = FrameStore(store_path), processor, answer_format, index
-
-    def answer(self, rec: GroundingRecord) -> str:
-        """The SFT target: a record's own `extra["completion"]` (e.g. an annotator's reasoning kept by
-        TVG-R1's cold-start selection) or the ground-truth span in `answer_format`."""
-        if rec.extra.get("completion"):
-            return str(rec.extra["completion"])
-        start, end = rec.span
-        return self.answer_format.format(start=start, end=end)
-
-    def __call__(self, rec: GroundingRecord) -> dict[str, np.ndarray]:
-        if rec.video_id not in self.store:
-            raise KeyError(f"video {rec.video_id!r} is not in the frame store")
-        frames, ts = self.store.read(rec.video_id)
-        # The fps the store's frames represent (qwen-vl-utils: n / frames · video fps), which gives
-        # Qwen2.5's second_per_grid_ts; stores from before it was recorded: the processor's nominal fps.
-        sample_fps = self.store.meta(rec.video_id).get("sample_fps")
-        out = self.proc(frames, ts, rec.query, answer=self.answer(rec), duration=rec.duration, sample_fps=sample_fps)
-        out["record_index"] = np.asarray(self.index.get(rec.qid, -1), np.int32)  # -1: not of this split
-        return out
-
-
-@dataclasses.dataclass
-class RunData:
-    """What the loop needs of the data; `splits[name]` are lists of records (qid-unique); `load_stats`
-    what reading each records file read, kept, dropped and fixed (keys: the splits given, "train_subset")."""
-
-    splits: dict[str, list[GroundingRecord]]
-    store_path: str
-    processor: Any
-    tokenizer: Any
-    buckets: dict
-    transforms: dict[str, RecordTransform]
-    missing_videos: dict[str, int]
-    load_stats: dict[str, LoadStats] = dataclasses.field(default_factory=dict)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode([int(t) for t in ids], skip_special_tokens=True)
-
-    @property
-    def eos_id(self) -> int:
-        return int(self.processor.im_end_id)
-
-
 def sampling_config(data: Any) -> Any:
     """`frame_sampling.SamplingConfig` of `config.data` (0 = the rule's default for a pixel budget)."""
-    from vtg_jax.data.frame_sampling import SamplingConfig
-
     return SamplingConfig(rule=data.sampling, fps=float(data.fps), nframes=int(data.nframes),
                           min_frames=int(data.min_frames), max_frames=int(data.max_frames),
                           min_pixels=int(data.min_pixels) or None, max_pixels=int(data.max_pixels) or None,
@@ -97,8 +50,6 @@ def sampling_config(data: Any) -> Any:
 
 def check_store_sampling(store_path: str, family: str, data: Any) -> None:
     """Refuses a frame store extracted with other frames than the run's `config.data` asks for."""
-    from vtg_jax.data.frame_store import FrameStore
-
     try:
         info = FrameStore(store_path).info()
     except FileNotFoundError:
@@ -120,8 +71,6 @@ def _cache_key(syn: Any, family: str, data: Any) -> str:
 def prepare_synthetic(data: Any, family: str, cache_dir: str, progress: bool = True) -> dict[str, str]:
     """Generates and extracts the synthetic benchmark once; returns paths {train, val, test, store}.
     A `DONE` marker makes a half-written cache (a killed first run) start over cleanly."""
-    from vtg_jax.data.extract import extract
-    from vtg_jax.data.synthetic import generate
 
     syn = data.synthetic
     root = os.path.join(cache_dir, _cache_key(syn, family, data))
@@ -155,8 +104,6 @@ def load_tokenizer(path: str, family: str, cache_dir: str) -> Any:
     """A `tokenizers.Tokenizer` from `path/tokenizer.json`; "" builds the tiny test tokenizer."""
     from tokenizers import Tokenizer
 
-    from vtg_jax.data.processor import build_tiny_tokenizer
-
     if not path:
         path = os.path.join(cache_dir, f"tokenizer_{family}")
         if not os.path.isfile(os.path.join(path, "tokenizer.json")):  # build aside, then rename: processes race
@@ -176,8 +123,6 @@ def _read_split(path: str) -> tuple[list[GroundingRecord], LoadStats]:
     non-numeric values, zero or negative durations and spans outside the video are dropped, reversed
     spans swapped, spans past the end clipped, malformed lines (not UTF-8, not JSON, a field missing)
     skipped and logged as file:line; each counted in the returned stats. Duplicate qids are an error."""
-    from vtg_jax.data.datasets import load_records_jsonl
-
     if not path:
         return [], LoadStats()
     if not os.path.isfile(path):
@@ -211,8 +156,6 @@ def restrict_to_subset(records: Sequence[GroundingRecord], subset_path: str,
 def _auto_buckets(transform: RecordTransform, records: Sequence[GroundingRecord], data: Any) -> dict:
     """One bucket per axis at the longest example (plus 8 tokens of slack, a multiple of 16), unless
     `data.*_buckets` name their boundaries. Probes the records with the most frames and longest query."""
-    from vtg_jax.data.loader import qwen_vl_buckets
-
     tokens, patches, groups = tuple(data.token_buckets), tuple(data.patch_buckets), tuple(data.group_buckets)
     if not (tokens and patches and groups):
         probe = sorted(records, key=lambda r: (r.duration, len(r.query), len(transform.answer(r))))[-4:]
@@ -233,8 +176,6 @@ def _auto_buckets(transform: RecordTransform, records: Sequence[GroundingRecord]
 
 def build_run_data(cfg: QwenVLConfig, data: Any, workdir: str, *, progress: bool = True) -> RunData:
     """Records, processor and buckets for a run (every process builds the same)."""
-    from vtg_jax.data.frame_store import FrameStore
-    from vtg_jax.data.processor import QwenVLProcessor
 
     cache_dir = data.cache_dir or os.path.join(workdir, "data")
     os.makedirs(cache_dir, exist_ok=True)
@@ -277,45 +218,12 @@ def build_run_data(cfg: QwenVLConfig, data: Any, workdir: str, *, progress: bool
 def make_train_loader(run_data: RunData, data: Any, *, batch_size: int, seed: int) -> Any:
     """The training loader over `train`: seeded shuffle, repeated epochs, the run's buckets. Every
     process reads the WHOLE global batch (shard_count=1): the step takes it replicated and the model's
-    activation constraints split the work over the `data` axis (see vtg_jax/train/loop.py)."""
-    from vtg_jax.data.loader import make_loader
-
+    activation constraints split the work over the `data` axis (see vtg_jax/run/loop.py)."""
     if not run_data.splits["train"]:
         raise ValueError("the train split is empty")
     return make_loader(run_data.splits["train"], run_data.transforms["train"], batch_size=batch_size, seed=seed,
                        buckets=run_data.buckets, shard_index=0, shard_count=1, read_threads=data.read_threads,
                        worker_count=data.worker_count)
-
-
-def prompt_only(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The prompts of a right-padded batch made with answers: tokens from the first answer token on
-    are masked out (attention_mask 0, ids 0); positions are kept (the prompt's ids are a prefix)."""
-    loss = np.asarray(batch["loss_mask"]).astype(bool)
-    if not loss.any(axis=1).all():
-        raise ValueError("every example needs answer tokens (loss_mask) to split off its prompt")
-    first = loss.argmax(axis=1)
-    keep = np.arange(loss.shape[1])[None, :] < first[:, None]
-    out = dict(batch)
-    out["input_ids"] = np.where(keep, batch["input_ids"], 0)
-    out["attention_mask"] = np.where(keep, batch["attention_mask"], 0)
-    out["loss_mask"] = np.zeros_like(batch["loss_mask"])
-    if "mm_token_type_ids" in batch:
-        out["mm_token_type_ids"] = np.where(keep, batch["mm_token_type_ids"], 0)
-    return out
-
-
-def answer_token_lists(batch: Mapping[str, np.ndarray]) -> list[list[int]]:
-    """Ground-truth completion ids (answer + <|im_end|>) of each row of a batch made with answers."""
-    from vtg_jax.train.rollout import answer_ids
-
-    rows = zip(batch["input_ids"], batch["loss_mask"])
-    return [answer_ids({"input_ids": ids, "loss_mask": mask}) for ids, mask in rows]
-
-
-def spans_and_durations(records: Sequence[GroundingRecord], index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth first spans [B, 2] and durations [B] of the batch rows' records."""
-    recs = [records[int(i)] for i in np.asarray(index).reshape(-1)]
-    return (np.asarray([r.span for r in recs], np.float32), np.asarray([r.duration for r in recs], np.float32))
 
 
 def missing_summary(run_data: RunData) -> Optional[str]:

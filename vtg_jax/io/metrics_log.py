@@ -41,6 +41,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, TextIO
 import jax
 import numpy as np
 
+from vtg_jax.io.metrics_jsonl import json_value, truncate_jsonl
+
 DEFAULT_KEY_METRICS = ("loss/total", "reward/iou", "rl/kl_ref", "eval/mIoU")
 _RESERVED = ("step", "wall_time")
 _TB_INVALID = re.compile(r"[^-/\w.]")
@@ -55,7 +57,7 @@ def to_host_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
     """One `jax.device_get` of the whole dict, then Python floats; NaN for non-finite, mean for non-scalars.
 
     Never raises on a value: a non-numeric one (string, None) is skipped with a warning, because a
-    logging hiccup must not kill a long run (DESIGN rule 7).
+    logging hiccup must not kill a long run.
     """
     host = jax.device_get(dict(metrics))  # flattening sorts the keys; iterate in the caller's order
     out: dict[str, float] = {}
@@ -73,62 +75,6 @@ def to_host_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
         x = float(arr.reshape(())) if arr.size == 1 else (float(np.mean(arr)) if arr.size else math.nan)
         out[key] = x if math.isfinite(x) else math.nan
     return out
-
-
-def _json_value(x: float) -> Optional[float]:
-    """NaN → null, so the file is strict JSON."""
-    return x if math.isfinite(x) else None
-
-
-def _parse_line(line: str) -> Optional[dict[str, Any]]:
-    """A record from one jsonl line, or None if torn/garbled (a killed writer can leave half a line)."""
-    try:
-        rec = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
-        return None
-    return {k: (math.nan if v is None else v) for k, v in rec.items()}
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Records of a metrics.jsonl in step order of the surviving run: bad lines skipped, null → NaN.
-
-    If the step goes backwards (a resumed run appended without truncating), the earlier records at
-    steps >= the new step are superseded by the newer ones.
-    """
-    records: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            rec = _parse_line(line)
-            if rec is None:
-                continue
-            if records and rec["step"] < records[-1]["step"]:
-                records = [r for r in records if r["step"] < rec["step"]]
-            records.append(rec)
-    return records
-
-
-def truncate_jsonl(path: str, start_step: int) -> tuple[float, dict[str, Any]]:
-    """Keep only parseable lines with step <= start_step (atomic rewrite); return their largest wall_time
-    and the last kept record."""
-    if not os.path.exists(path):
-        return 0.0, {}
-    kept, last_wall, last = [], 0.0, {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            rec = _parse_line(line)
-            if rec is not None and rec["step"] <= start_step:
-                kept.append(line if line.endswith("\n") else line + "\n")
-                last = rec
-                wall = rec.get("wall_time", 0.0)
-                if isinstance(wall, (int, float)) and math.isfinite(wall):
-                    last_wall = max(last_wall, float(wall))
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
-    return last_wall, last
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -248,7 +194,7 @@ class MetricsLogger:
         if not self.is_main:
             return values
         step, wall = int(step), self.wall_time()
-        record = {"step": step, "wall_time": round(wall, 6), **{k: _json_value(v) for k, v in values.items()}}
+        record = {"step": step, "wall_time": round(wall, 6), **{k: json_value(v) for k, v in values.items()}}
         self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
         self._jsonl.flush()
         if self._tb is not None:
@@ -269,7 +215,7 @@ class MetricsLogger:
         self._jsonl.close()
         if not plot:
             return []
-        from vtg_jax.train.plots import plot_run
+        from vtg_jax.io.plots import plot_run
         try:
             return plot_run(self.jsonl_path, self.plots_dir)
         except ImportError as e:  # no matplotlib: the jsonl is safe, plot later with plot_from_jsonl

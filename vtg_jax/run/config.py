@@ -1,6 +1,6 @@
 """The run config every recipe in `configs/` starts from, and the paper-scale settings they share.
 
-A run config is an ml_collections ConfigDict (DESIGN rule 2): `configs/<recipe>.py` builds it with
+A run config is an ml_collections ConfigDict: `configs/<recipe>.py` builds it with
 `base_config(algorithm)`, sets its recipe's values, and returns it locked, so that
 `--config.optim.lr=1e-5` works and `--config.optim.lrr=1e-5` fails with the list of valid keys.
 
@@ -19,9 +19,9 @@ Sections (every recipe has all of them; an algorithm ignores what it does not us
     optim             AdamW + warmup-cosine (`train.optim.OptimConfig`)
     mesh, distributed parallel layout (`parallel.mesh`, `parallel.distributed`)
     checkpoint, eval, log
-    select            (select recipes only) model-scored data selection (`train.select`)
+    select            (select recipes only) model-scored data selection (`run.select`)
 
-Pipelines (`configs/pipeline.py`) chain such configs as stages (`train.pipeline`).
+Pipelines (`configs/pipeline.py`) chain such configs as stages (`run.pipeline`).
 
 `require_complete(config)` runs before anything touches devices (the CLI, `train`, `evaluate_checkpoint`,
 selection, pipelines): a config missing a checkpoint, the data or the tokenizer stops with one message
@@ -36,12 +36,10 @@ from typing import Any
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from vtg_jax.train.model_size import is_real_size
+from vtg_jax.algorithms import registry
+from vtg_jax.models.qwen_vl.size import is_real_size
 
-ALGORITHMS = ("sft", "grpo", "opd", "op_rkd", "op_fkd", "tempsamp", "eval", "select")
-TRAINING_ALGORITHMS = ("sft", "grpo", "opd", "op_rkd", "op_fkd", "tempsamp")
-TEACHER_ALGORITHMS = ("opd", "op_rkd", "op_fkd")  # train against a frozen teacher
-SELECT_METHODS = ("tvdf", "time_r1", "tvg_r1")  # `train.select`
+SELECT_METHODS = ("tvdf", "time_r1", "tvg_r1")  # `run.select`
 CHECKPOINT_DIR = "checkpoints"  # a run workdir's Orbax checkpoints
 # How a model computes (not what it is): the keys of the `reference` section, also in `model` and `teacher`.
 COMPUTE_KEYS = ("dtype", "param_dtype", "remat", "attention_impl")
@@ -53,8 +51,7 @@ TINY_TEACHER = "qwen2.5-vl-synthetic-teacher"
 
 def base_config(algorithm: str) -> ml_collections.ConfigDict:
     """All sections with CPU-sized defaults on the synthetic benchmark (unlocked: recipes edit it)."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    registry.get(algorithm)  # an unknown name lists the known ones
     c = ml_collections.ConfigDict()
     c.algorithm = algorithm
     c.seed = 0
@@ -314,7 +311,7 @@ def demo_models(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def selection_setting(c: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
-    """The `select` section (`vtg_jax.train.select`): which records a later stage trains on.
+    """The `select` section (`vtg_jax.run.select`): which records a later stage trains on.
 
     Video-OPD §4.1 keeps 2,500 of 96,586 records (TVDF for OPD, Time-R1's Gaussian for GRPO); the paper
     gives neither the top-k nor the TRPV threshold (App. B), so k = 4 samples and tau >= 0.5 here."""
@@ -350,12 +347,8 @@ def needs_checkpoint(section: Any) -> bool:
 
 
 def uses_teacher(c: Any) -> bool:
-    """Whether run config `c` builds its teacher: distillation always; selection for TVDF's scores, and
-    for TVG-R1 when one is configured (it annotates with the teacher, else with the policy)."""
-    if c.algorithm == "select":
-        configured = bool(c.teacher.init_from or c.teacher.preset)
-        return c.select.method == "tvdf" or (c.select.method == "tvg_r1" and configured)
-    return c.algorithm in TEACHER_ALGORITHMS
+    """Whether run config `c` builds its teacher (`registry.Algorithm.uses_teacher`)."""
+    return registry.get(c.algorithm).uses_teacher(c)
 
 
 def _run_needs(c: Any, where: str, policy_set: bool, teacher_set: bool) -> list[tuple[str, str]]:
@@ -373,7 +366,7 @@ def _run_needs(c: Any, where: str, policy_set: bool, teacher_set: bool) -> list[
         out.append((f"--config.{where}teacher.init_from", random))
     d = c.data
     if not d.synthetic.enabled:
-        splits = ("train",) if c.algorithm in TRAINING_ALGORITHMS + ("select",) else tuple(c.eval.splits)
+        splits = ("train",) if c.algorithm in registry.TRAINING + ("select",) else tuple(c.eval.splits)
         out += [(f"--config.{where}data.{k}", "") for k in (*splits, "frame_store") if not d[k]]
         # "" = the tiny tokenizer, made for the tiny presets' 1,024-token vocabulary (tests, the demo's models)
         tiny_policy = bool(c.model.preset) and not is_real_size(c.model.preset)
@@ -384,7 +377,7 @@ def _run_needs(c: Any, where: str, policy_set: bool, teacher_set: bool) -> list[
 
 def _pipeline_needs(config: Any) -> list[tuple[str, str]]:
     """What the stages of a pipeline miss, leaving out the fields the pipeline fills itself
-    (`train.pipeline`: each stage's policy from `--init_from` or the last training stage, every teacher
+    (`run.pipeline`: each stage's policy from `--init_from` or the last training stage, every teacher
     from the pipeline's `teacher.init_from`, which is also the one flag named for missing teachers)."""
     out: list[tuple[str, str]] = []
     teachers: dict[str, str] = {}  # stage -> its random-init flag
@@ -398,7 +391,7 @@ def _pipeline_needs(config: Any) -> list[tuple[str, str]]:
                 teachers[name] = random
             elif flag not in [f for f, _ in out]:  # the pipeline's --init_from is named once
                 out.append((flag, random))
-        policy_set = policy_set or stage.algorithm in TRAINING_ALGORITHMS  # its workdir is the next policy
+        policy_set = policy_set or stage.algorithm in registry.TRAINING  # its workdir is the next policy
     if teachers:
         random = ", ".join(r for r in teachers.values() if r)
         out.append((f"--config.teacher.init_from (the teacher of stages {', '.join(teachers)})", random))

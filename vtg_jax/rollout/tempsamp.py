@@ -5,7 +5,7 @@
     batch = build_rl_batch(cfg, prompts, tokens, lengths, old_logp, adv, rewards=rewards, off_policy=off)
     state, metrics = tempsamp_step(state, frozen, batch)
 
-The step is the GRPO step (`make_grpo_step`): the off-policy row's "old" log-prob is the current
+The step is the GRPO step (`train.grpo.make_tempsamp_step` = `make_grpo_step`): the off-policy row's "old" log-prob is the current
 policy's own (stop-gradient) log-prob, so its importance ratio is exactly 1 (TempSamp-R1 §3.1: with
 pi_old = pi_theta "the importance weights collapse to unity, eliminating the need for ratio clipping"),
 and its update is A_G · grad log pi_theta(o_G | q), the advantage of eq. 2/3/4. `rl/off_policy_ratio`
@@ -14,15 +14,12 @@ has no mode branch.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-import optax
-from flax import nnx
 
 from vtg_jax.rl import tempsamp_advantages
-from vtg_jax.train.grpo import GRPOConfig, make_grpo_step
-from vtg_jax.train.rollout import append_ground_truth
+from vtg_jax.rollout.packing import append_ground_truth
 
 
 def tempsamp_group(tokens: np.ndarray, lengths: np.ndarray, logprobs: np.ndarray, on_rewards: np.ndarray,
@@ -43,8 +40,3 @@ def tempsamp_group(tokens: np.ndarray, lengths: np.ndarray, logprobs: np.ndarray
     return tok, lens, old, off, rewards, adv
 
 
-def make_tempsamp_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: Callable[[Any], Any],
-                       cfg: GRPOConfig = GRPOConfig(), **kwargs: Any) -> Callable:
-    """`step(state, frozen, batch)`: `make_grpo_step` on a batch whose `off_policy` marks the
-    ground-truth rows (see the module docstring); kwargs as `make_grpo_step`."""
-    return make_grpo_step(graphdef, tx, schedule, cfg, **kwargs)

@@ -17,7 +17,7 @@ compiles one step per (token bucket, patch bucket).
 Positions: the prompt keeps the processor's M-RoPE ids (`get_rope_index` over the valid tokens, which
 is what the sampler computes for the left-padded prompt), and completion token k sits at
 `last prompt position + 1 + k` on each of the three axes, as `sampling.generate` and HF generate
-place decode tokens (porting brief §4). The step's log-probs therefore reproduce the sampler's.
+place decode tokens (each step adds last + 1 on all rows). The step's log-probs therefore reproduce the sampler's.
 """
 from __future__ import annotations
 

@@ -1,0 +1,55 @@
+"""What every algorithm's iteration builder gets from the run (built once by `run.loop`)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import jax
+from flax import nnx
+
+from vtg_jax.data.run_data import RunData
+from vtg_jax.models.qwen_vl.config import QwenVLConfig
+from vtg_jax.train.state import TrainState
+
+# iterate(state, loader batch, step) -> (state, metrics): one update of the policy
+Iteration = Callable[[TrainState, dict, int], tuple[TrainState, dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """The run's models, optimizer, data and layout, as an iteration builder reads them.
+
+    `frozen`: the policy's untrained state (e.g. a frozen vision tower); `teacher` / `reference`: the
+    frozen models the algorithm scores with (None when it uses none); `seed`: the base of the rollout
+    seeds (from the checkpointed PRNG key)."""
+
+    config: Any
+    model_cfg: QwenVLConfig
+    graphdef: nnx.GraphDef
+    frozen: nnx.State
+    tx: Any
+    schedule: Callable
+    run_data: RunData
+    seed: int
+    mesh: Optional[jax.sharding.Mesh] = None
+    state_sharding: Any = None
+    frozen_sharding: Any = None
+    batch_sharding: Any = None
+    teacher: Optional[nnx.Module] = None
+    reference: Optional[nnx.Module] = None
+
+    def put(self, batch: Any) -> Any:
+        """Host batch -> device (replicated over the mesh when sharded; see `run.data_setup`)."""
+        if self.batch_sharding is None:
+            return batch
+        return jax.device_put(batch, self.batch_sharding)
+
+    def step_shardings(self) -> dict:
+        """The shardings a step factory takes (all None on one device)."""
+        return dict(state_sharding=self.state_sharding, frozen_sharding=self.frozen_sharding,
+                    batch_sharding=self.batch_sharding)
+
+
+def optional_float(x: Optional[float]) -> Optional[float]:
+    """An optional float of a config (clip bounds, KL clamp, dual clip): None or 0 is off."""
+    return None if not x else float(x)

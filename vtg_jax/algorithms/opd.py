@@ -1,0 +1,87 @@
+"""Video-OPD (§3.1, eqs. 5–6): one student rollout per prompt, the frozen teacher's log-probs of its
+tokens as a dense per-token reward; OP-RKD (App. C.1): the same loss on the ground-truth answers."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from vtg_jax.algorithms.context import Iteration, RunContext, optional_float
+from vtg_jax.rollout.packing import build_rl_batch, rollout_rewards, sampler_inputs
+from vtg_jax.rollout.prompts import answer_token_lists, prompt_only, spans_and_durations
+from vtg_jax.rollout.rewards import reward_spec
+from vtg_jax.rollout.samples import (ground_truth_completions, rollout_seed, sample_completions,
+                                     score_completions)
+from vtg_jax.train.opd import OPDConfig, make_op_rkd_step, make_opd_step
+from vtg_jax.train.state import merge_model
+
+
+def opd_config(c: Any, default_aggregation: str = "token-mean") -> OPDConfig:
+    """`train.opd.OPDConfig` of a run config's `opd` section (its aggregation "" = `default_aggregation`)."""
+    o = c.opd
+    return OPDConfig(gamma=float(o.gamma), eps_low=optional_float(o.eps_low), eps_high=optional_float(o.eps_high),
+                     aggregation=o.aggregation or default_aggregation, temperature=float(c.rollout.temperature))
+
+
+def make_step(config: Any, graphdef: Any, tx: Any, schedule: Callable, *, state_sharding: Any = None,
+              frozen_sharding: Any = None, batch_sharding: Any = None, **unused: Any) -> Callable:
+    """`step(state, frozen, batch)` of Video-OPD (`train.opd.make_opd_step`)."""
+    return make_opd_step(graphdef, tx, schedule, opd_config(config), state_sharding=state_sharding,
+                         frozen_sharding=frozen_sharding, batch_sharding=batch_sharding)
+
+
+def make_rkd_step(config: Any, graphdef: Any, tx: Any, schedule: Callable, *, state_sharding: Any = None,
+                  frozen_sharding: Any = None, batch_sharding: Any = None, **unused: Any) -> Callable:
+    """`step(state, frozen, batch)` of OP-RKD (`train.opd.make_op_rkd_step`)."""
+    return make_op_rkd_step(graphdef, tx, schedule, opd_config(config), state_sharding=state_sharding,
+                            frozen_sharding=frozen_sharding, batch_sharding=batch_sharding)
+
+
+def _iteration(ctx: RunContext, on_policy: bool) -> Iteration:
+    c = ctx.config
+    if ctx.teacher is None:
+        raise ValueError(f"{c.algorithm} needs a teacher (config.teacher.init_from or .preset)")
+    factory = make_step if on_policy else make_rkd_step
+    step_fn = factory(c, ctx.graphdef, ctx.tx, ctx.schedule, **ctx.step_shardings())
+    spec = reward_spec(c.reward)
+    records = ctx.run_data.splits["train"]
+
+    def iterate(state, batch, step):
+        t0 = time.perf_counter()
+        prompts = prompt_only(batch)
+        spans, durations = spans_and_durations(records, batch["record_index"])
+        if on_policy:
+            policy = merge_model(ctx.graphdef, state.params, ctx.frozen)
+            inputs, out = sample_completions(policy, prompts, num_samples=1, rollout=c.rollout,
+                                             seed=rollout_seed(ctx.seed, step), eos_id=ctx.run_data.eos_id,
+                                             mesh=ctx.mesh)
+            tokens, lengths, logp = out["tokens"], out["lengths"], out["logprobs"]
+            _, host = rollout_rewards(spec, ctx.run_data.decode, tokens, lengths, spans, durations)
+        else:
+            inputs = sampler_inputs(prompts)
+            tokens, lengths = ground_truth_completions(answer_token_lists(batch))
+            logp, host = np.zeros(tokens.shape, np.float32), {}
+        t1 = time.perf_counter()
+        teacher_logp = score_completions(ctx.teacher, inputs, tokens, lengths, temperature=c.rollout.temperature,
+                                         mesh=ctx.mesh)
+        t2 = time.perf_counter()
+        n = max(c.rollout.max_new_tokens, tokens.shape[-1])
+        rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, logp, np.zeros(lengths.shape, np.float32),
+                            teacher_logp=teacher_logp, num_micro=c.micro_batches, max_new_tokens=n)
+        state, metrics = step_fn(state, ctx.frozen, ctx.put(rl))
+        host.update({"time/rollout_s": t1 - t0, "time/score_s": t2 - t1})
+        return state, {**metrics, **host}
+
+    iterate.step_fn = step_fn
+    return iterate
+
+
+def make_iteration(ctx: RunContext) -> Iteration:
+    """Video-OPD: the student's own rollout, scored by the teacher."""
+    return _iteration(ctx, on_policy=True)
+
+
+def make_rkd_iteration(ctx: RunContext) -> Iteration:
+    """OP-RKD: the ground-truth answer, scored by the teacher."""
+    return _iteration(ctx, on_policy=False)
