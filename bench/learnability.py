@@ -2,8 +2,8 @@
 
     PYTHONPATH=. python bench/learnability.py --workdir /tmp/vtg_learn --minutes 14 --seed 0
 
-A probe of the synthetic presets' difficulty (none of its settings beat the baselines within 25 min; see
-shared/notes/synthetic_learnability_2.md). The curve that does learn is the training loop's own SFT run on
+A probe of the synthetic presets' difficulty (none of its settings beat the video-blind baselines within
+25 min on CPU). The curve that does learn is the training loop's own SFT run on
 the run-config default: `python -m vtg_jax.main --config=configs/sft.py:teacher` (README "The demo").
 
 Generates level-1 data (--synthetic_preset, a `vtg_jax.data.synthetic.PRESETS` entry) and its frame store
@@ -13,7 +13,7 @@ once (cached in --workdir per preset and model family), trains a --preset of SYN
 to the video-blind baselines of the same val subset.
 
 Flags beyond the optimiser ones:
-  --preset            model: `qwen2.5-vl-synthetic` follows shared/notes/synthetic_probe.md (text hidden
+  --preset            model: `qwen2.5-vl-synthetic` has the size of an earlier HF-model probe (text hidden
                       128, 4 layers, head_dim 32, ~1.1M params); `qwen2.5-vl-synthetic-t5rope` is the same
                       model under transformers 5.23's rope-index rule (see SYNTHETIC_PRESETS).
   --synthetic_preset  data timing: `default` (16-24 s videos, 1.5-2.5 s events), `short` (12-16 s, 1-1.5 s),
@@ -40,8 +40,8 @@ from vtg_jax.models.qwen_vl.presets import get_preset
 
 # 56x56 frames = 4x4 patches, one window (the presets' docstring in vtg_jax/models/qwen_vl/presets.py).
 SYNTHETIC_PRESETS: dict[str, QwenVLConfig] = {"qwen2.5-vl-synthetic": get_preset("qwen2.5-vl-synthetic")}
-# The same model under transformers 5.23's Qwen2.5 rope-index rule (what the probe in
-# shared/notes/synthetic_probe.md trained with): the text after a video starts right after its first
+# The same model under transformers 5.23's Qwen2.5 rope-index rule (what an earlier probe
+# with transformers' own Qwen2.5-VL trained with): the text after a video starts right after its first
 # frame group, so the rope distance from the answer to a group encodes the group's absolute time. Under
 # the "original" rule the text starts after the last group: the distance is time-from-the-end, and the
 # model must also work out the duration.

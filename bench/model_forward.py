@@ -79,7 +79,7 @@ def make_batch(cfg: QwenVLConfig, batch: int, seed: int = 0) -> dict[str, np.nda
         head = list(rng.integers(10, 7000, size=20))
         if cfg.family == "qwen2_5_vl":
             video = [vs] + [vid] * (t * per_group) + [ve]
-        else:  # Qwen3: one run per temporal group behind a timestamp (brief §2)
+        else:  # Qwen3: one run per temporal group behind a timestamp, as HF requires
             video = [vs] + sum(([11, 12, vs] + [vid] * per_group + [ve] for _ in range(t)), []) + [ve]
         rows.append(head + video + list(rng.integers(10, 7000, size=20)))
     ids = np.asarray(rows, np.int64)

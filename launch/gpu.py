@@ -2,7 +2,7 @@
 (or per GPU), each deriving its role from SLURM's variables — no torchrun, no hand-kept host files.
 
     python -m launch.gpu sbatch --nodes=4 --gpus_per_node=8 --config=configs/grpo.py \
-        --workdir=/shared/runs/grpo --partition=a3 --dry_run      # print the script
+        --workdir=/nfs/runs/grpo --partition=a3 --dry_run         # print the script
     python -m launch.gpu env                                      # inside srun: `export` lines
 
 `slurm_node_env` maps SLURM_* to JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID (and

@@ -3,7 +3,7 @@
     # All workers of a TPU VM slice (process ids come from the TPU metadata):
     python -m launch.multihost --tpu=my-v5e --zone=us-west4-a --config=configs/grpo.py --workdir=gs://b/r
     # A list of hosts over ssh (host 0 is the coordinator):
-    python -m launch.multihost --hosts=node0,node1 --config=configs/grpo.py --workdir=/shared/r --dry_run
+    python -m launch.multihost --hosts=node0,node1 --config=configs/grpo.py --workdir=/nfs/r --dry_run
 
 `--dry_run` prints the commands instead of running them. The command builders are pure functions
 (tested in tests/launch/test_launchers.py); `run` only starts the processes and waits for them.

@@ -3,14 +3,14 @@
 HF's Qwen video processors need torchvision (not installable here), so the HF side runs the real
 `ProcessorMixin.__call__` of `Qwen2_5_VLProcessor` / `Qwen3VLProcessor` (placeholder replacement,
 `<t seconds>` text, mm_token_type_ids, second_per_grid_ts) with a stub video processor that only reports
-the grid and the video metadata; pixels are checked against the brief §3 view/permute layout in torch.
+the grid and the video metadata; pixels are checked against HF's view/permute layout in torch.
 """
 from __future__ import annotations
 
-import pathlib
 import re
 
 import numpy as np
+import paper_prompts  # tests/data/paper_prompts.py: the papers' prompt passages, quoted in the repository
 import pytest
 import torch
 
@@ -19,7 +19,6 @@ from vtg_jax.data.processor import (IGNORE_INDEX, QwenVLProcessor, build_tiny_to
 from vtg_jax.data.prompts import TEMPLATES, get_template
 from vtg_jax.models.qwen_vl.presets import get_preset
 
-PAPERS = pathlib.Path(__file__).resolve().parents[3] / "shared" / "papers"
 FAMILIES = {"qwen2_5_vl": "qwen2.5-vl-tiny", "qwen3_vl": "qwen3-vl-tiny"}
 SIZE = {"qwen2_5_vl": (56, 84), "qwen3_vl": (64, 96)}  # multiples of patch·merge (28 / 32)
 
@@ -45,14 +44,25 @@ def _flat(s: str) -> str:
     return " ".join(s.replace("\\rightarrow", " ").split())
 
 
+# Each verbatim template: the paper passage it reproduces and the paper's placeholder for the query
+# (None: LongVTG-R1's QA prompt, whose "[QUESTION][OPTIONS (if applicable)]" stands for `{query}{options}`).
+PAPER_PASSAGES = {
+    "video_opd": (paper_prompts.VIDEO_OPD_FIG7, "{query}"),
+    "tempsamp_r1": (paper_prompts.TEMPSAMP_R1_FIG8_TVG, "query"),
+    "tempsamp_r1_cot": (paper_prompts.TEMPSAMP_R1_FIG8_TVG_COT, "query"),
+    "tempsamp_r1_highlight": (paper_prompts.TEMPSAMP_R1_FIG8_HIGHLIGHT, "query"),
+    "tempsamp_r1_highlight_cot": (paper_prompts.TEMPSAMP_R1_FIG8_HIGHLIGHT_COT, "query"),
+    "longvtg_r1": (paper_prompts.LONGVTG_R1_APPC_GROUNDING, "[EVENT]"),
+    "longvtg_r1_qa": (paper_prompts.LONGVTG_R1_APPC_QA, None),
+}
+
+
 @pytest.mark.parametrize("name", [n for n, t in TEMPLATES.items() if t.verbatim])
 def test_template_is_verbatim_in_paper(name):
-    if not PAPERS.is_dir():
-        pytest.skip("shared/papers not available")
     t = TEMPLATES[name]
-    paper, slot = {"video_opd": ("video_opd", "{query}"), "longvtg_r1": ("longvtg_r1", "[EVENT]"),
-                   "longvtg_r1_qa": ("longvtg_r1", None)}.get(name, ("tempsamp_r1", "query"))
-    text = _flat((PAPERS / f"{paper}.md").read_text())
+    assert name in PAPER_PASSAGES, f"verbatim template {name!r} has no paper passage in tests/data/paper_prompts.py"
+    passage, slot = PAPER_PASSAGES[name]
+    text = _flat(passage)
     user = (t.user.replace("{query}{options}", "[QUESTION][OPTIONS (if applicable)]") if slot is None
             else t.format(slot))
     assert _flat(user) in text
@@ -218,7 +228,7 @@ def test_position_ids_follow_rope_index(toks, family):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Pixels vs the brief §3 layout computed in torch.
+# Pixels vs HF's view/permute layout computed in torch.
 
 
 def _torch_patchify(frames: np.ndarray, family: str, ps: int, tps: int = 2, m: int = 2) -> np.ndarray:

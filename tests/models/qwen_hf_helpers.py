@@ -1,4 +1,4 @@
-"""Tiny HF Qwen2.5-VL / Qwen3-VL models and inputs for parity tests (porting brief §5 configs)."""
+"""Tiny HF Qwen2.5-VL / Qwen3-VL models and inputs for parity tests (the `*-tiny` preset configs)."""
 from __future__ import annotations
 
 import copy
@@ -51,7 +51,7 @@ def patch_size(family: str) -> int:
 
 
 def patchify_video(v: torch.Tensor, ps: int, tps: int = 2, m: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """(T, C, H, W) frames -> processor-layout rows (brief §3/§5), padding T by repeating the last frame."""
+    """(T, C, H, W) frames -> HF processor-layout rows, padding T by repeating the last frame."""
     if v.shape[0] % tps:
         v = torch.cat([v, v[-1:].expand(tps - v.shape[0] % tps, -1, -1, -1)])
     t, c, h, w = v.shape
@@ -90,7 +90,7 @@ class Builder:
         n = gh * gw // 4
         if self.family == "qwen2_5_vl":
             ids = [VS] + [VID] * n * int(grid[0, 0]) + [VE]
-        else:  # textual timestamp before each temporal group (brief §2 "Qwen3 textual timestamps")
+        else:  # textual timestamp before each temporal group, as Qwen3-VL's processor writes
             ids = [VS] + sum(([11, 12 + g, VS] + [VID] * n + [VE] for g in range(int(grid[0, 0]))), []) + [VE]
         return Sample(ids, videos=[(rows, grid, spgt)])
 

@@ -138,7 +138,7 @@ def test_conversion_errors(tiny_ckpt, tmp_path):
         from_pretrained(write({**tensors, "model.extra.weight": np.zeros(2, np.float32)}, "unexpected"))
     with pytest.raises(ValueError, match="shape"):
         from_pretrained(write({**tensors, key: tensors[key][:, :-1]}, "shape"))
-    # Legacy Qwen2.5 on-disk names (brief §5) load through the same table.
+    # Legacy Qwen2.5 on-disk names (`visual.*`, `model.layers.*`) load through the same table.
     legacy = {k.replace("model.visual.", "visual.").replace("model.language_model.", "model."): v
               for k, v in tensors.items()}
     from_pretrained(write(legacy, "legacy"))

@@ -25,7 +25,7 @@ def _our_cfg(model, rule):
 def test_qwen3_interleaved_layout():
     axis = mrope_axis_of_freq(128, (24, 20, 20), interleaved=True)
     t_dims = np.flatnonzero(axis == 0)
-    assert t_dims.tolist() == list(range(0, 60, 3)) + [60, 61, 62, 63]  # brief §2
+    assert t_dims.tolist() == list(range(0, 60, 3)) + [60, 61, 62, 63]  # as HF Qwen3-VL
     assert (axis[1:60:3] == 1).all() and (axis[2:60:3] == 2).all()
     assert mrope_axis_of_freq(128, (16, 24, 24), False).tolist() == [0] * 16 + [1] * 24 + [2] * 24
 
@@ -65,7 +65,7 @@ def test_tables_computed_once_are_the_plain_cos_sin():
 
 def _rope_batches(family):
     b = Builder(family, seed=7)
-    spgts = [0.5, 1.0, 1.5, 1 / 12, 2.0]  # fractional intervals, incl. the 24-fps default (brief §6.9)
+    spgts = [0.5, 1.0, 1.5, 1 / 12, 2.0]  # fractional intervals, incl. the 24-fps default (1/12)
     return [
         [concat(b.text(2), b.video(4, 4, 4, spgt=1.0), b.text(3))],
         [concat(b.text(2), b.image(4, 6), b.text(1), b.video(6, 6, 4, spgt=s), b.text(2), b.image(2, 4))

@@ -1,6 +1,6 @@
 """Real-size shapes (no memory), sharded == unsharded forward on 8 fake CPU devices, bf16 vs fp32.
 
-DESIGN rules 4 and 6: every preset's `nnx.eval_shape` parameter count equals transformers' for the same
+Every preset's `nnx.eval_shape` parameter count equals transformers' for the same
 config; a forward under a (data 2, fsdp 2, tensor 2) mesh with the default logical rules equals the
 single-device forward; a bf16 forward stays within a measured bound of float32.
 """
@@ -84,7 +84,7 @@ def _inputs(cfg: QwenVLConfig, batch: int = 4, seed: int = 0) -> dict[str, np.nd
             ids += [vs] + [img] * 6 + [ve]
         if cfg.family == "qwen2_5_vl":
             ids += [vs] + [vid] * 8 + [ve]
-        else:  # Qwen3: one run per temporal group, separated by timestamp text (brief §2)
+        else:  # Qwen3: one run per temporal group, separated by timestamp text
             ids += [vs] + sum(([11, 12, vs] + [vid] * 4 + [ve] for _ in range(2)), []) + [ve]
         rows.append(ids + list(rng.integers(10, 900, size=3)))
     seq = max(map(len, rows))

@@ -1,4 +1,4 @@
-"""Vision tower parity against transformers 5.23 (porting brief §1, §5) on the tiny configs."""
+"""Vision tower parity against transformers 5.23 on the tiny configs."""
 from __future__ import annotations
 
 import jax

@@ -2,7 +2,7 @@
 vs an independent teacher-forced forward of the produced sequences.
 
 Each HF model is built once per module, saved with `save_pretrained` and loaded with our
-`from_pretrained(rope_index_rule="transformers5")` (the rule transformers 5.23 generate uses; brief §2).
+`from_pretrained(rope_index_rule="transformers5")` (the rule transformers 5.23 generate uses).
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Host-side (numpy) work of the sampler: length buckets, left padding, M-RoPE prompt positions, stop
 strings.
 
-Static shapes (each step is jitted once, so shapes must not vary per prompt): a prompt batch is left-padded to a power-of-two bucket
-(`bucket_length`) and the number of new tokens is rounded up to a multiple of `NEW_TOKEN_ROUND`, so
+Static shapes (programs are jitted once per shape, so shapes must not vary per prompt): a prompt batch
+is left-padded to a power-of-two bucket (`bucket_length`) and the number of new tokens is rounded up to a multiple of `NEW_TOKEN_ROUND`, so
 the KV cache length is `bucket + round_up(max_new_tokens)` and a run compiles one prefill and one decode
 program per (bucket, batch, visual-grid shape), not one per prompt length. Extra left padding changes
 nothing numerically: pads are masked, and the positions below ignore them.
@@ -101,7 +101,7 @@ def prepare_prompts(cfg: QwenVLConfig, inputs: dict[str, Any], min_bucket: int =
     if mask.shape != ids.shape:
         raise ValueError(f"attention_mask shape {mask.shape} != input_ids shape {ids.shape}")
     if not mask[:, -1].all():
-        raise ValueError("prompts must be LEFT-padded (attention_mask[:, -1] == 1 for every row; brief §4)")
+        raise ValueError("prompts must be LEFT-padded (attention_mask[:, -1] == 1 for every row)")
     _check_placeholders(cfg, ids, inputs)
     types = inputs.get("mm_token_type_ids")
     has_grids = inputs.get("image_grid_thw") is not None or inputs.get("video_grid_thw") is not None
