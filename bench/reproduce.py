@@ -35,7 +35,7 @@ FIGURES = os.path.join(REPO, "docs", "figures")
 # prompts, evaluation every 25 updates on the 200 val videos; GRPO, 4 samples a prompt, runs 100 updates
 # (20 minutes for 200 on one core would break the 15-minute budget of a row) and OPD 200.
 _CURVE = ["--config.eval.every=25", "--config.data.synthetic.num_train=800", "--config.batch_size=16"]
-_RL = ["--config.data.synthetic.num_train=800", "--config.steps=100", "--config.eval.every=0"]
+_RL = ["--config.data.synthetic.num_train=800", "--config.steps=100", "--config.eval.every=None"]
 
 
 def _pipe(name: str, *extra: str) -> list[str]:
@@ -90,10 +90,10 @@ ROWS: dict[str, tuple[str, str, list[str]]] = {
     # Video-OPD Table 3: the same OPD with teachers of different sizes (the shipped teacher is the
     # student's size trained longer; the large one is trained once by PREREQUISITES["teacher_large"])
     "table3_teacher_same": ("table3", "teacher of the student's size (1.1M, the shipped one)",
-                            ["--config=configs/opd.py", "--config.steps=200", "--config.eval.every=0",
+                            ["--config=configs/opd.py", "--config.steps=200", "--config.eval.every=None",
                              "--config.data.synthetic.num_train=800"]),
     "table3_teacher_large": ("table3", "teacher 3x larger (3.3M, hidden 192, 6 layers)",
-                             ["--config=configs/opd.py", "--config.steps=200", "--config.eval.every=0",
+                             ["--config=configs/opd.py", "--config.steps=200", "--config.eval.every=None",
                               "--config.data.synthetic.num_train=800",
                               "--config.teacher.init_from=$ROOT/teacher_large"]),
     # TempSamp-R1 Table 4: the advantage strategies, against on-policy GRPO with the same G

@@ -8,24 +8,16 @@ Args (`--config=configs/longvtg.py:<arg>`):
   ""        tiny CPU preset on the synthetic benchmark from the shipped demo student
   "paper"   LongVTG-R1 §4.1: Qwen2.5-VL-7B, G = 8, lr 1e-6, batch 32, the <timestamp> prompt
 """
-from vtg_jax.run.config import base_config, paper_scale, tiny_rl
+from vtg_jax.run.config import TINY_RL, paper_scale, run_config
+
+LONGVTG_R1 = {"reward": "longvtg_r1", "grpo.kl": "token_aware", "grpo.beta_text": 0.04, "grpo.beta_time": 0.0,
+              "data.answer_format": "<timestamp>{start:.1f} to {end:.1f}</timestamp>"}
 
 
 def get_config(arg: str = ""):
-    c = base_config("grpo")
-    c.reward = "longvtg_r1"
-    c.grpo.kl = "token_aware"
-    c.grpo.beta_text = 0.04
-    c.grpo.beta_time = 0.0
-    tiny_rl(c)
-    c.data.answer_format = "<timestamp>{start:.1f} to {end:.1f}</timestamp>"
-    if arg == "paper":
-        paper_scale(c, preset="qwen2.5-vl-7b")
-        c.data.template = "longvtg_r1"
-        c.rollout.num_samples = 8
-        c.eval.every = 0
-        c.plan.video_seconds = 1200.0  # a 20-minute video (§4's long-video benchmarks; Fig. 4's example)
-    elif arg:
-        raise ValueError(f"unknown longvtg config arg {arg!r}: use '' or 'paper'")
-    c.lock()
-    return c
+    if arg == "":
+        return run_config("grpo", TINY_RL, LONGVTG_R1)
+    if arg == "paper":  # a plan for a 20-minute video (§4's long-video benchmarks; Fig. 4's example)
+        return run_config("grpo", paper_scale("qwen2.5-vl-7b", template="longvtg_r1", video_seconds=1200.0),
+                          LONGVTG_R1, {"steps": 100, "rollout.num_samples": 8})
+    raise ValueError(f"unknown longvtg config arg {arg!r}: use '' or 'paper'")

@@ -5,9 +5,8 @@ next-token distribution to the student's on ground-truth answers (the teacher ru
 
 Args: "" (the demo's tiny student and teacher, CPU) | "paper" (Video-OPD scale, as configs/opd.py:paper).
 """
-from vtg_jax.run.config import base_config, distillation_setting
+from vtg_jax.run.config import distillation_scale, run_config
 
 
 def get_config(arg: str = ""):
-    c = base_config("op_fkd")
-    return distillation_setting(c, arg)
+    return run_config("op_fkd", distillation_scale("op_fkd", arg))

@@ -5,10 +5,9 @@ OP-RKD (Video-OPD App. C.1, eqs. 23-25): the OPD loss on ground-truth answers in
 
 Args: "" (the demo's tiny student and teacher, CPU) | "paper" (Video-OPD scale, as configs/opd.py:paper).
 """
-from vtg_jax.run.config import base_config, distillation_setting
+from vtg_jax.run.config import distillation_scale, run_config
 
 
 def get_config(arg: str = ""):
-    c = base_config("op_rkd")
-    c.opd.aggregation = "seq-mean-token-sum"  # eq. 25: E_tau sum_t
-    return distillation_setting(c, arg)
+    return run_config("op_rkd", distillation_scale("op_rkd", arg),
+                      {"opd.aggregation": "seq-mean-token-sum"})  # eq. 25: E_tau sum_t

@@ -9,11 +9,11 @@ Args (`--config=configs/opd.py:<arg>`):
             batch 32, one epoch (--init_from=<student HF dir> --config.teacher.init_from=<teacher HF dir>
             --config.data.train=... --config.data.frame_store=... --config.data.tokenizer=<HF dir>)
 """
-from vtg_jax.run.config import base_config, distillation_setting
+from vtg_jax.run.config import distillation_scale, run_config
+
+# reward: reported only (OPD's reward is the teacher's log-prob ratio)
+VIDEO_OPD = {"rollout.num_samples": 1, "reward": "iou_only"}
 
 
 def get_config(arg: str = ""):
-    c = base_config("opd")
-    c.rollout.num_samples = 1
-    c.reward = "iou_only"  # reported only: OPD's reward is the teacher's log-prob ratio
-    return distillation_setting(c, arg)
+    return run_config("opd", distillation_scale("opd", arg), VIDEO_OPD)

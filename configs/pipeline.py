@@ -62,7 +62,7 @@ def _eval(paper: bool, template: str = "", max_new_tokens: int = 0) -> ml_collec
 def _short(c: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
     """A CPU-sized training stage: `steps` updates, evaluated once at the end."""
     c.steps = steps
-    c.eval.every = 0
+    c.eval.every = None
     c.checkpoint.every = steps
     return c
 
@@ -88,7 +88,7 @@ def stages_of(name: str, paper: bool = False) -> dict:
         return out
     if name == "grpo_time_r1":
         grpo = recipe("grpo", "", paper)
-        grpo.eval.every = 0
+        grpo.eval.every = None
         return {"select": _select("time_r1", paper), "grpo": grpo}
     if name == "tvg_r1":
         sft, grpo = recipe("sft", "", paper), recipe("grpo", "tvg_r1" if paper else "", paper)
@@ -96,7 +96,7 @@ def stages_of(name: str, paper: bool = False) -> dict:
             _short(sft, 100)
             sft.optim.lr, sft.optim.warmup_steps = 3e-4, 0
         grpo.data.train_subset = "@select/rl"
-        grpo.eval.every = 0
+        grpo.eval.every = None
         return {"select": _select("tvg_r1", paper, num=0), "sft": sft, "grpo": grpo}
     if name == "tempsamp_hybrid":
         # TempSamp-R1 Table 6's last rows: one non-CoT phase, then one CoT phase with the format reward. The
@@ -111,7 +111,7 @@ def stages_of(name: str, paper: bool = False) -> dict:
         if tiny:
             plain.rollout.max_new_tokens, cot.rollout.max_new_tokens = 24, 48
         for c in (plain, cot):
-            c.eval.every = 0
+            c.eval.every = None
             c.eval.max_new_tokens = c.rollout.max_new_tokens
         return {"non_cot": plain, "cot": cot,
                 "eval_non_cot": _eval(paper, "tempsamp_r1", plain.rollout.max_new_tokens),

@@ -15,29 +15,21 @@ papers' scale: 2,500 records (Video-OPD §4.1) scored by Qwen3-VL-8B / -32B (tvd
 annotated by your teacher checkpoint with the TVG-R1 prompt (tvg_r1; TVG-R1 used Gemini-2.5-Pro), on
 your data (--init_from, --config.teacher.init_from, --config.data.train, .frame_store, .tokenizer).
 """
-from vtg_jax.run.config import (VIDEO_OPD_TOTAL_PIXELS, base_config, demo_models, paper_scale,
-                                      selection_setting, tvg_r1_sampling)
+from vtg_jax.run.config import (DEMO, TVG_R1_FRAMES, VIDEO_OPD_TOTAL_PIXELS, paper_scale, run_config,
+                                selection)
 
 
 def get_config(arg: str = ""):
     method, _, scale = (arg or "tvdf").partition(",")
-    if scale not in ("", "paper"):
+    if scale == "":
+        return run_config("select", DEMO, selection(method))
+    if scale != "paper":
         raise ValueError(f"unknown select config arg {arg!r}: use '<method>' or '<method>,paper'")
-    c = base_config("select")
-    if scale == "paper":
-        if method == "tvg_r1":
-            paper_scale(c, preset="qwen2.5-vl-7b", teacher="qwen2.5-vl-7b")
-            c.data.template = "tvg_r1"
-            tvg_r1_sampling(c)
-        else:
-            paper_scale(c, preset="qwen3-vl-8b", teacher="qwen3-vl-32b")
-            c.data.template = "video_opd"
-            c.data.total_pixels = VIDEO_OPD_TOTAL_PIXELS
-    else:
-        demo_models(c)
-    selection_setting(c, method)
-    if scale == "paper":
-        c.select.num = 0 if method == "tvg_r1" else 2500  # Video-OPD §4.1: 2,500 samples for OPD and GRPO
-        c.select.batch_size = 8
-    c.lock()
-    return c
+    if method == "tvg_r1":  # the whole pool, annotated
+        return run_config("select", paper_scale("qwen2.5-vl-7b", teacher="qwen2.5-vl-7b", template="tvg_r1",
+                                                **TVG_R1_FRAMES),
+                          selection(method, num=0, batch_size=8))
+    # Video-OPD §4.1: 2,500 samples for OPD and GRPO
+    return run_config("select", paper_scale("qwen3-vl-8b", teacher="qwen3-vl-32b", template="video_opd",
+                                            total_pixels=VIDEO_OPD_TOTAL_PIXELS),
+                      selection(method, num=2500, batch_size=8))

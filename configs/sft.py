@@ -13,32 +13,24 @@ Args (`--config=configs/sft.py:<arg>`):
               (--init_from=<HF dir> --config.data.train=... --config.data.frame_store=...
                --config.data.tokenizer=<HF dir> --config.steps=<records / 8>)
 """
-from vtg_jax.run.config import TINY_TEACHER, base_config, paper_scale, tvg_r1_sampling
+from vtg_jax.run.config import TINY_TEACHER, TVG_R1_FRAMES, paper_scale, run_config
+
+
+def tiny_sft(steps: int, every: int) -> dict:
+    """The tiny presets from random init: `steps` at lr 3e-3 after 50 warmup steps, evaluated and
+    checkpointed `every` steps."""
+    return {"steps": steps, "optim.lr": 3e-3, "optim.warmup_steps": 50, "eval.every": every,
+            "checkpoint.every": every}
 
 
 def get_config(arg: str = ""):
-    c = base_config("sft")
-    c.steps = 1500
-    c.optim.lr = 3e-3
-    c.optim.warmup_steps = 50
-    c.eval.every = 250
-    c.checkpoint.every = 250
-    if arg == "teacher":
-        pass  # the defaults: 1,500 steps of the tiny preset
-    elif arg == "teacher_large":  # the same recipe on the 3x larger preset (docs/REPRODUCTION.md, Table 3)
-        c.model.preset = TINY_TEACHER
-    elif arg == "student_800":
-        c.steps = 800
-        c.eval.every = 200
-        c.checkpoint.every = 200
-    elif arg == "tvg_r1":
-        paper_scale(c, preset="qwen2.5-vl-7b")
-        c.batch_size = 8
-        c.data.template = "tvg_r1"
-        c.data.answer_format = "<think></think><time>{start:.2f} to {end:.2f}</time>"
-        tvg_r1_sampling(c)  # TVG-R1 §4.1: 64 frames of 128x28x28 pixels
-        c.eval.every = 0
-    elif arg:
-        raise ValueError(f"unknown sft config arg {arg!r}: use '', 'teacher', 'teacher_large', 'student_800' or 'tvg_r1'")
-    c.lock()
-    return c
+    if arg in ("", "teacher"):  # the README demo's teacher: 1,500 steps of the tiny preset
+        return run_config("sft", tiny_sft(1500, 250))
+    if arg == "teacher_large":  # the same recipe on the 3x larger preset (docs/REPRODUCTION.md, Table 3)
+        return run_config("sft", tiny_sft(1500, 250), {"model.preset": TINY_TEACHER})
+    if arg == "student_800":
+        return run_config("sft", tiny_sft(800, 200))
+    if arg == "tvg_r1":  # TVG-R1 §4.1: 64 frames of 128x28x28 pixels
+        return run_config("sft", paper_scale("qwen2.5-vl-7b", template="tvg_r1", batch_size=8, **TVG_R1_FRAMES),
+                          {"steps": 1500, "data.answer_format": "<think></think><time>{start:.2f} to {end:.2f}</time>"})
+    raise ValueError(f"unknown sft config arg {arg!r}: use '', 'teacher', 'teacher_large', 'student_800' or 'tvg_r1'")

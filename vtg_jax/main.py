@@ -7,20 +7,24 @@
     python -m vtg_jax.main --config=configs/pipeline.py:video_opd_rounds --workdir=/tmp/p   # chained stages
     python -m vtg_jax.main --config=configs/sft.py --workdir=/tmp/s --init_from=/path/to/Qwen2.5-VL-7B-Instruct
 
-Configs are locked: a misspelled `--config.key` fails with the valid keys. `--init_from` sets
-`config.model.init_from` (an HF directory or one of our run workdirs). A config missing a checkpoint,
-data or tokenizer path stops at once with one message naming every missing flag. Without `--config` this prints
-what is built and runs a one-screen smoke check of the math library and the tiny models.
+Configs are locked: a misspelled `--config.key` fails with the valid keys; `--config.key=None` turns a knob
+off (`vtg_jax.run.cli`). `--init_from` sets `config.model.init_from` (an HF directory or one of our run
+workdirs). A config missing a checkpoint, data or tokenizer path stops at once with one message naming every
+missing flag. Without `--config` this prints what is built and runs a one-screen smoke check of the math
+library and the tiny models.
 """
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from vtg_jax.run.cli import set_none, take_config_flags
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a recipe file in configs/, e.g. configs/opd.py[:arg]",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics, plots, predictions")
 _INIT_FROM = flags.DEFINE_string("init_from", None, "HF checkpoint directory or run workdir to start the policy from")
+_NONE_KEYS: list[str] = []  # the keys of the command line's --config.<key>=None flags (take_config_flags)
 
 
 def main(argv):
@@ -40,7 +44,8 @@ def main(argv):
     if _INIT_FROM.value:
         with config.unlocked():
             config.model.init_from = _INIT_FROM.value
-    from vtg_jax.run.config import IncompleteConfig, require_complete
+    set_none(config, _NONE_KEYS)
+    from vtg_jax.run.config_checks import IncompleteConfig, require_complete
 
     try:  # in a fraction of a second, without jax: nothing has touched devices or built a model yet
         require_complete(config)
@@ -50,7 +55,7 @@ def main(argv):
 
     pipeline = config.algorithm == "pipeline"
     # before anything touches devices; a pipeline's stages share the first stage's layout
-    maybe_initialize_distributed(config.stages[config.order[0]] if pipeline else config)
+    maybe_initialize_distributed((config.stages[config.order[0]] if pipeline else config).distributed)
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax and Grain log every save / worker at INFO
     from vtg_jax.io.workdir_lock import WorkdirBusy, WorkdirLock
@@ -73,4 +78,9 @@ if __name__ == "__main__":
     from vtg_jax.host_memory import reexec_with_hugepages
 
     reexec_with_hugepages()  # before jax starts: huge pages for XLA:CPU's per-step buffers (see the module)
+    try:
+        sys.argv, none_keys = take_config_flags(sys.argv)
+    except ValueError as e:  # a key the config does not have: named with the valid ones
+        sys.exit(f"error: {e}")
+    _NONE_KEYS.extend(none_keys)
     app.run(main)

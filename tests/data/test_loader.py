@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from vtg_jax.data.loader import Bucket, bucket_length, collate, make_loader, pad_to_bucket, qwen_vl_buckets
+from vtg_jax.data.processor import QwenVLProcessor, build_tiny_tokenizer
 from vtg_jax.data.records import GroundingRecord
+from vtg_jax.data.run_data import RecordTransform
+from vtg_jax.models.qwen_vl.presets import get_preset
+from vtg_jax.rollout.packing import sampler_inputs
+from vtg_jax.rollout.prompts import prompt_only
+from vtg_jax.train.batch import prepare_batch
 
 TOKENS = (8, 16, 32)
 PATCHES = (8, 16)
@@ -277,9 +283,6 @@ def test_two_processes_read_disjoint_shards(tmp_path):
 def test_qwen_vl_buckets_pad_real_processor_outputs(tmp_path, family, interleave):
     """The real processor's samples (one grid row per video, or one per group when Qwen2.5 interleaves
     timestamps) batch through the bucket spec without shape conflicts."""
-    from vtg_jax.data.processor import QwenVLProcessor, build_tiny_tokenizer
-    from vtg_jax.models.qwen_vl.presets import get_preset
-
     cfg = get_preset("qwen2.5-vl-tiny" if family == "qwen2_5_vl" else "qwen3-vl-tiny")
     side = cfg.vision.patch_size * cfg.vision.spatial_merge_size
     proc = QwenVLProcessor(cfg, build_tiny_tokenizer(str(tmp_path / "tok"), family=family),
@@ -296,3 +299,50 @@ def test_qwen_vl_buckets_pad_real_processor_outputs(tmp_path, family, interleave
     assert batch["video_grid_mask"].sum(1).tolist() == rows
     assert batch["video_patch_mask"].sum(1).tolist() == [8, 16]
     assert batch["attention_mask"].sum(1).tolist() == [len(s["input_ids"]) for s in samples]
+
+
+class MemoryStore:
+    """A frame store stand-in for `RecordTransform`: every video is 4 random frames of side x side at 2 fps."""
+
+    def __init__(self, side):
+        self.side = side
+
+    def __contains__(self, video_id):
+        return True
+
+    def read(self, video_id):
+        rng = np.random.default_rng(int(video_id[3:]))
+        return rng.integers(0, 255, (4, self.side, self.side, 3), dtype=np.uint8), np.arange(4) / 2.0
+
+    def meta(self, video_id):
+        return {}
+
+
+def test_loader_batches_carry_each_records_span_and_duration(tmp_path):
+    """RecordTransform emits the record's first span and its duration; the loader batches them as span [B, 2]
+    and duration [B] float32 next to record_index [B]; prompt_only passes them on, the sampler inputs and the
+    SFT step batch leave them out."""
+    cfg = get_preset("qwen2.5-vl-tiny")
+    proc = QwenVLProcessor(cfg, build_tiny_tokenizer(str(tmp_path / "tok")))
+    records = [GroundingRecord(f"vid{i}", 10.0 + i, f"query {i}", ((0.5 * i, 1.25 + i), (0.0, 0.5)), qid=str(i),
+                               source="t") for i in range(6)]
+    transform = RecordTransform(str(tmp_path / "unused"), proc, "{start:.1f} to {end:.1f}",
+                                {r.qid: i for i, r in enumerate(records)})
+    transform.store = MemoryStore(cfg.vision.patch_size * cfg.vision.spatial_merge_size)
+    buckets = qwen_vl_buckets(tokens=(64, 128, 256), patches=(16, 32), groups=(4, 8))
+    batches = list(make_loader(records, transform, batch_size=3, seed=0, buckets=buckets, num_epochs=1,
+                               shard_index=0, shard_count=1, read_threads=1))
+    seen = []
+    for b in batches:
+        idx = b["record_index"]
+        assert idx.shape == (3,) and b["span"].shape == (3, 2) and b["duration"].shape == (3,)
+        assert b["span"].dtype == np.float32 and b["duration"].dtype == np.float32
+        np.testing.assert_array_equal(b["span"], [records[i].span for i in idx])
+        np.testing.assert_array_equal(b["duration"], [records[i].duration for i in idx])
+        seen += idx.tolist()
+    assert sorted(seen) == list(range(6))
+    batch = batches[0]
+    prompts = prompt_only(batch)
+    for key in ("span", "duration", "record_index"):
+        np.testing.assert_array_equal(prompts[key], batch[key])
+        assert key not in sampler_inputs(prompts) and key not in prepare_batch(cfg, batch, 1)

@@ -31,7 +31,7 @@ def _global_inputs() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
 
 def sgd_steps() -> dict[str, np.ndarray]:
     assert jax.process_count() == int(os.environ["JAX_NUM_PROCESSES"]) and jax.device_count() == 8
-    mesh = mesh_from_config({"mesh": {"data": 2, "fsdp": -1, "tensor": 2}})
+    mesh = mesh_from_config({"data": 2, "fsdp": -1, "tensor": 2})
     params_np, batch_np = _global_inputs()
     shardings = {k: NamedSharding(mesh, logical_to_spec(NAMES[k], DEFAULT_RULES, mesh, v.shape))
                  for k, v in params_np.items()}

@@ -35,51 +35,60 @@ def test_resolve_mesh_shape_fills_and_validates():
 
 
 def test_mesh_from_config_dict_and_configdict():
-    mesh = mesh_from_config({"mesh": {"data": 2, "fsdp": -1, "tensor": 2}})
+    mesh = mesh_from_config({"data": 2, "fsdp": -1, "tensor": 2})  # a run config's mesh section
     assert mesh.axis_names == ("data", "fsdp", "tensor") and dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
     cfg = ml_collections.ConfigDict({"mesh": {"data": -1, "fsdp": 1, "tensor": 1}, "seed": 0})
-    assert dict(mesh_from_config(cfg).shape) == {"data": 8, "fsdp": 1, "tensor": 1}
+    assert dict(mesh_from_config(cfg.mesh).shape) == {"data": 8, "fsdp": 1, "tensor": 1}
     assert dict(mesh_from_config(cfg.mesh, devices=jax.devices()[:2]).shape)["data"] == 2
     with pytest.raises(ValueError, match="needs 16 devices but 8"):
         mesh_from_config({"data": 4, "fsdp": 4, "tensor": 1})
 
 
+def _section(**values) -> dict:
+    """A run config's `distributed` section (base_config's defaults: the environment decides)."""
+    return {"mode": "", "coordinator_address": None, "num_processes": None, "process_id": None,
+            "local_device_ids": None, **values}
+
+
 def test_distributed_settings_single_process_and_explicit():
-    assert distributed_settings({}, env={}, detect_cluster=False) is None
-    run_cfg = ml_collections.ConfigDict({"mesh": {"data": -1}, "seed": 0})  # no section: env decides
-    assert distributed_settings(run_cfg, env={"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1",
-                                              "JAX_COORDINATOR_ADDRESS": "h:1"}, detect_cluster=False).process_id == 1
-    assert distributed_settings({"JAX_NUM_PROCESSES": "1"}, detect_cluster=False) is None
+    assert distributed_settings(env={}, detect_cluster=False) is None
+    run_cfg = ml_collections.ConfigDict({"distributed": _section(), "seed": 0})  # an empty section: env decides
+    assert distributed_settings(run_cfg.distributed, env={"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1",
+                                                          "JAX_COORDINATOR_ADDRESS": "h:1"},
+                                detect_cluster=False).process_id == 1
+    assert distributed_settings(env={"JAX_NUM_PROCESSES": "1"}, detect_cluster=False) is None
     env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:8476", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3",
            "JAX_PLATFORMS": "cpu", "JAX_LOCAL_DEVICE_IDS": "0,1"}
-    s = distributed_settings(env, detect_cluster=False)
+    s = distributed_settings(env=env, detect_cluster=False)
     assert s == DistributedSettings("10.0.0.1:8476", 4, 3, (0, 1), cpu_collectives=True)
     assert s.initialize_kwargs()["local_device_ids"] == [0, 1]
-    assert distributed_settings({**env, "VTG_DISTRIBUTED": "off"}, detect_cluster=False) is None
-    gpu = distributed_settings({**env, "JAX_PLATFORMS": "cuda"}, detect_cluster=False)
+    assert distributed_settings(env={**env, "VTG_DISTRIBUTED": "off"}, detect_cluster=False) is None
+    gpu = distributed_settings(env={**env, "JAX_PLATFORMS": "cuda"}, detect_cluster=False)
     assert not gpu.cpu_collectives
+    with pytest.raises(KeyError, match="a distributed section has the keys"):
+        distributed_settings({"num_processes": 2}, env={}, detect_cluster=False)
 
 
 def test_distributed_settings_config_wins_and_clusters():
-    cfg = ml_collections.ConfigDict({"distributed": {"num_processes": 2, "process_id": 1,
-                                                     "coordinator_address": "h:1", "platform": "cpu"}})
-    s = distributed_settings(cfg, env={"JAX_PROCESS_ID": "0", "JAX_NUM_PROCESSES": "8"}, detect_cluster=False)
+    cfg = ml_collections.ConfigDict({"distributed": _section(num_processes=2, process_id=1, coordinator_address="h:1")})
+    s = distributed_settings(cfg.distributed, env={"JAX_PROCESS_ID": "0", "JAX_NUM_PROCESSES": "8",
+                                                   "JAX_PLATFORMS": "cpu"}, detect_cluster=False)
     assert (s.num_processes, s.process_id, s.coordinator_address, s.cpu_collectives) == (2, 1, "h:1", True)
     slurm = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}  # jax's SLURM detection fills the fields in.
-    auto = distributed_settings(slurm, detect_cluster=False)
+    auto = distributed_settings(env=slurm, detect_cluster=False)
     assert (auto.coordinator_address, auto.num_processes, auto.process_id) == (None, None, None)
-    assert distributed_settings({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, detect_cluster=False) is None
-    assert distributed_settings({"VTG_DISTRIBUTED": "auto"}, detect_cluster=False).num_processes is None
-    placeholder = {"distributed": {"num_processes": None}}  # None in the config defers to the env
+    assert distributed_settings(env={"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, detect_cluster=False) is None
+    assert distributed_settings(env={"VTG_DISTRIBUTED": "auto"}, detect_cluster=False).num_processes is None
+    placeholder = _section(num_processes=None)  # None in the config defers to the env
     assert distributed_settings(placeholder, env={"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0",
                                                   "JAX_COORDINATOR_ADDRESS": "h:1"}).num_processes == 2
     with pytest.raises(ValueError, match="JAX_COORDINATOR_ADDRESS"):
-        distributed_settings({"JAX_NUM_PROCESSES": "2"}, detect_cluster=False)
+        distributed_settings(env={"JAX_NUM_PROCESSES": "2"}, detect_cluster=False)
 
 
 def test_maybe_initialize_single_process_is_a_noop():
-    assert maybe_initialize_distributed({"distributed": {"num_processes": 1}}) is False
-    assert maybe_initialize_distributed({"JAX_NUM_PROCESSES": "1"}) is False
+    assert maybe_initialize_distributed(_section(num_processes=1)) is False
+    assert maybe_initialize_distributed(env={"JAX_NUM_PROCESSES": "1"}) is False
     assert not jax.distributed.is_initialized() and is_main_process()
 
 

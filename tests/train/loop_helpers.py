@@ -28,19 +28,22 @@ def shrink(c, cache_dir: str, *, tiny_models: bool, **overrides):
         if tiny_models:
             c.model.preset = "qwen2.5-vl-tiny"
             c.model.init_from = ""
-            c.teacher.preset = "qwen2.5-vl-tiny"
-            c.teacher.init_from = ""
+            if "teacher" in c:
+                c.teacher.preset = "qwen2.5-vl-tiny"
+                c.teacher.init_from = ""
         c.data.cache_dir = cache_dir
         c.data.synthetic.preset = "short"
         c.data.synthetic.min_duration, c.data.synthetic.max_duration = 6, 8
         c.data.synthetic.min_span, c.data.synthetic.max_span = 1.0, 2.0
         c.data.synthetic.num_train, c.data.synthetic.num_val, c.data.synthetic.num_test = 16, 8, 4
         c.steps, c.batch_size = 2, 4
-        c.rollout.max_new_tokens = 12
-        c.eval.every, c.eval.num, c.eval.batch_size, c.eval.at_start = 0, 4, 4, False
+        if "rollout" in c:
+            c.rollout.max_new_tokens = 12
+        c.eval.every, c.eval.num, c.eval.batch_size, c.eval.at_start = None, 4, 4, False
         c.eval.splits = ("val",)
         c.eval.max_new_tokens = 12
-        c.checkpoint.every = 2
+        if "checkpoint" in c:
+            c.checkpoint.every = 2
         c.log.progress = False
         c.log.plots = False
         for key, value in overrides.items():

@@ -8,12 +8,16 @@ import time
 import jax
 import jax.numpy as jnp
 import pytest
+from absl import flags
 from flax import nnx
+from ml_collections import config_flags
 
 from loop_helpers import REPO, load_recipe
 from vtg_jax.run.model_setup import build_model, model_options, reference_section
-from vtg_jax.run.config import (DEMO_STUDENT, DEMO_TEACHER, IncompleteConfig, base_config, config_changes,
-                                      missing_fields, require_complete)
+from vtg_jax.run.config import DEMO_STUDENT, DEMO_TEACHER, base_config
+from vtg_jax.run.cli import set_none, take_config_flags
+from vtg_jax.run.config_checks import IncompleteConfig, missing_fields, require_complete
+from vtg_jax.run.resume import config_changes
 
 POLICY = "--init_from (config.model.init_from)"
 DATA = ["--config.data.train", "--config.data.frame_store", "--config.data.tokenizer"]
@@ -80,6 +84,44 @@ def test_cli_stops_before_jax_with_one_message(tmp_path):
     imported = {x.rsplit("|", 1)[-1].strip() for x in out.stderr.splitlines() if x.startswith("import time:")}
     assert "ml_collections" in imported and not imported & {"jax", "flax", "vtg_jax.models.qwen_vl.model"}
     assert not workdir.exists()  # not even the workdir lock
+
+
+def test_a_section_the_algorithm_does_not_have_is_refused_with_the_valid_keys(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "vtg_jax.main", "--config=configs/opd.py", f"--workdir={tmp_path}",
+                          "--config.grpo.beta=0.1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and not (tmp_path / "checkpoints").exists()
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: --config.grpo.beta: config has no key 'grpo'; its keys: algorithm, batch_size, checkpoint, data, "
+        "distributed, eval, log, mesh, micro_batches, model, opd, optim, plan, resume_changed_config, reward, "
+        "rollout, seed, steps, teacher")
+    with pytest.raises(ValueError, match=r"config\.optim has no key 'lrr'; its keys: b1, b2, clip_norm, end_lr_ratio"):
+        take_config_flags(["main", f"--config={REPO}/configs/sft.py", "--config.optim.lrr=1"])
+
+
+def test_off_knobs_take_numbers_and_none_on_the_command_line():
+    """A typed placeholder takes a number from ml_collections' parser; `=None` is taken out before it parses
+    (it reads no None for a float / int field) and set after; 0, which meant off, is refused."""
+    argv = ["main", f"--config={REPO}/configs/grpo.py:time_r1", "--config.grpo.kl_clamp=0.2",
+            "--config.eval.num=None", "--config.rollout.top_k=5", "--config.checkpoint.keep=None",
+            "--config.grpo.eps_high=None", "--config.data.total_pixels=None"]
+    rest, none_keys = take_config_flags(argv)
+    assert rest == argv[:3] + argv[4:5] and none_keys == ["eval.num", "checkpoint.keep", "grpo.eps_high",
+                                                           "data.total_pixels"]
+    values = flags.FlagValues()
+    holder = config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=rest)
+    values(rest)
+    c = holder.value
+    set_none(c, none_keys)
+    assert (c.grpo.kl_clamp, c.rollout.top_k, c.eval.num, c.checkpoint.keep, c.grpo.eps_high) == (0.2, 5, None, None,
+                                                                                                  None)
+    assert c.data.total_pixels is None and c.grpo.eps_low == 0.2
+    with pytest.raises(ValueError, match=r"optim\.lr cannot be None"):
+        take_config_flags(["main", f"--config={REPO}/configs/sft.py", "--config.optim.lr=None"])
+    with c.unlocked():
+        c.model.random_init, c.data.synthetic.enabled, c.eval.every, c.grpo.dual_clip = True, True, 0, 0.0
+    with pytest.raises(ValueError, match=r"^0 no longer means off: set config\.grpo\.dual_clip \(None: no dual "
+                                         r"clip\), config\.eval\.every \(None: only at the end\) to None"):
+        require_complete(c)
 
 
 def test_given_paths_that_do_not_exist_are_named(tmp_path):
@@ -165,8 +207,8 @@ def test_run_workdir_teacher_from_a_checkpoint_saved_before_these_keys(tmp_path)
         c.model.init_from = DEMO_STUDENT  # loads in a second, where random init compiles every initializer
     policy = build_model(c.model, seed=3)
     state, _, _ = init_train_state(policy, make_optimizer(optim_config(c))[0], freeze_vision=False)
-    old = c.to_dict()
-    del old["model"]["random_init"], old["reference"]
+    old = c.to_dict()  # as the older code saved it: every section (an SFT run's teacher too), no random_init
+    del old["model"]["random_init"]
     old["teacher"] = {"preset": "", "init_from": "", "dtype": "float32"}
     with Checkpointer(str(tmp_path / "run" / "checkpoints"), save_every_n_steps=1, async_save=False, config=old) as ck:
         ck.save(1, checkpoint_tree(state, jnp.zeros((2,), jnp.uint32)), force=True)
@@ -199,10 +241,10 @@ def test_frozen_sections_default_to_the_policy_on_cpu_and_bfloat16_at_paper_scal
     assert model_options(c.teacher, "teacher") == model_options(c.model) == {
         "dtype": jnp.float32, "param_dtype": jnp.float32, "remat": "none", "attention_impl": "auto",
         "rope_index_rule": "original"}
-    assert c.reference.to_dict() == {"dtype": "float32", "param_dtype": "float32", "remat": "none",
-                                     "attention_impl": "auto"}
+    assert base_config("grpo").reference.to_dict() == {"dtype": "float32", "param_dtype": "float32", "remat": "none",
+                                                       "attention_impl": "auto"}  # OPD has no reference
     paper = load_recipe("opd", "paper")
-    for frozen in (paper.teacher, paper.reference):
+    for frozen in (paper.teacher, load_recipe("grpo", "video_opd").reference):
         assert (frozen.dtype, frozen.param_dtype, frozen.remat) == ("bfloat16", "bfloat16", "none")
     assert (paper.model.dtype, paper.model.param_dtype, paper.model.remat) == ("bfloat16", "float32", "full")
 
@@ -211,7 +253,7 @@ def test_model_options_reads_strictly():
     old_teacher = {"preset": "", "init_from": "", "dtype": "bfloat16"}  # the section before param_dtype existed
     with pytest.raises(KeyError, match=r"config section 'teacher' has no 'param_dtype' \(it has: dtype, init_from"):
         model_options(old_teacher, "teacher")
-    opts = model_options(dict(base_config("sft").teacher.to_dict(), dtype="bfloat16", remat="full"), "teacher")
+    opts = model_options(dict(base_config("opd").teacher.to_dict(), dtype="bfloat16", remat="full"), "teacher")
     assert opts == {"dtype": jnp.bfloat16, "param_dtype": jnp.float32, "remat": "full", "attention_impl": "auto",
                     "rope_index_rule": "original"}
     with pytest.raises(KeyError, match="config section 'model' has no 'random_init'"):
@@ -229,5 +271,5 @@ def test_resume_against_a_config_saved_before_the_new_keys():
     del old_paper["reference"], old_paper["model"]["random_init"]
     # the reference was built from config.model: float32 parameters then, bfloat16 now (remat may change)
     assert config_changes(old_paper, paper) == {"reference.param_dtype": ("float32", "bfloat16")}
-    paper["teacher"]["remat"], paper["reference"]["attention_impl"], paper["model"]["random_init"] = "full", "xla", True
+    paper["reference"]["attention_impl"], paper["model"]["random_init"] = "xla", True  # GRPO has no teacher
     assert config_changes(old_paper, paper) == {"reference.param_dtype": ("float32", "bfloat16")}

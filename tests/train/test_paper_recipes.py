@@ -38,14 +38,17 @@ def paper_recipe_on_tiny_models(name: str, arg: str, cache_dir: str):
     c = load_recipe(name, arg)
     family = get_preset(c.model.preset).family
     knobs = {k: c.model[k] for k in ("remat", "freeze_vision", "dtype", "param_dtype")}
-    frozen = {s: {k: c[s][k] for k in ("dtype", "param_dtype")} for s in ("teacher", "reference")}
-    c = shrink(c, cache_dir, tiny_models=True, steps=1, rollout__max_new_tokens=16)
+    frozen = {s: {k: c[s][k] for k in ("dtype", "param_dtype")} for s in ("teacher", "reference") if s in c}
+    short = {"rollout__max_new_tokens": 16} if "rollout" in c else {}  # SFT samples nothing
+    c = shrink(c, cache_dir, tiny_models=True, steps=1, **short)
     with c.unlocked():
-        c.model.preset = c.teacher.preset = TINY[family]
+        c.model.preset = TINY[family]
+        if "teacher" in c:
+            c.teacher.preset = TINY[family]
         c.data.synthetic.enabled = True
         c.data.min_pixels = c.data.max_pixels = FRAME_PIXELS[family]
-        c.data.total_pixels = 0
-        c.data.nframes = min(int(c.data.nframes), 8)
+        c.data.total_pixels = None
+        c.data.nframes = None if c.data.nframes is None else min(int(c.data.nframes), 8)
         c.batch_size = 2 * int(c.micro_batches)
         c.checkpoint.export_hf = False
         c.checkpoint.async_save = False

@@ -137,12 +137,14 @@ def test_pipeline_teacher_replaces_every_stage_teacher(tmp_path, name):
     c = load_recipe("pipeline", name)
     with c.unlocked():
         c.teacher.init_from = "/teachers/large"
-    own = {n: st.teacher.init_from for n, st in c.stages.items()}
+    own = {n: st.teacher.init_from for n, st in c.stages.items() if "teacher" in st}  # SFT / GRPO have none
     for n in c.order:
         _link(c.stages[n], str(tmp_path), c, policy=str(tmp_path / "policy"), pending_subset="")
     for n, st in c.stages.items():
         uses = st.algorithm in ("opd", "select")  # the distillation and selection stages of these recipes
-        assert st.teacher.init_from == ("/teachers/large" if uses else own[n]), n
+        assert "teacher" in st or not uses, n
+        if "teacher" in st:
+            assert st.teacher.init_from == ("/teachers/large" if uses else own[n]), n
     assert any(st.algorithm == "select" for st in c.stages.values())
 
 
@@ -156,7 +158,7 @@ def test_pipeline_configs(name, scale):
     for stage in c.stages.values():
         assert stage.model.init_from == ""  # chained: the pipeline's current policy
         assert stage.data.synthetic.enabled == (not scale)
-        if scale and stage.algorithm != "eval":
+        if scale and "optim" in stage:  # training stages (selection and evaluation train nothing)
             assert stage.optim.lr == 1e-6  # the papers' lr (Video-OPD §4.1, TVG-R1, TempSamp-R1 App. B)
         if stage.algorithm == "select" and scale and name != "tvg_r1":
             assert stage.select.num == 2500  # Video-OPD §4.1

@@ -36,7 +36,7 @@ def cache(tmp_path_factory):
 
 
 def _config(cache: str, **overrides):
-    kw = dict(steps=STEPS, batch_size=2, eval__splits=(), checkpoint__every=1, checkpoint__keep=0,
+    kw = dict(steps=STEPS, batch_size=2, eval__splits=(), checkpoint__every=1, checkpoint__keep=None,
               checkpoint__async_save=False, optim__lr=1e-2)
     kw.update(overrides)
     return tiny("sft", cache, **kw)

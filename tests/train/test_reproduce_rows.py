@@ -37,9 +37,9 @@ def test_row_command_overrides_existing_keys(row, tmp_path):
         for p in parents:
             target = target[p]
         assert leaf in target, f"{row}: --config.{key} is not a key of configs/{name}.py"
-        with c.unlocked():  # the value parses to the field's type
-            old = target[leaf]
-            target[leaf] = type(old)(value) if not isinstance(old, (tuple, bool)) else old
+        with c.unlocked():  # the value parses to the field's type (None: off, `vtg_jax.run.cli`)
+            kind = target.get_type(leaf)  # a typed placeholder's type when its value is None
+            target[leaf] = None if value == "None" else target[leaf] if kind in (tuple, bool) else kind(value)
     if name == "pipeline":
         assert c.seed == 1 and c.cache_dir == f"{tmp_path}/data"
     else:

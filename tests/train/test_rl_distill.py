@@ -40,7 +40,7 @@ def exact_reverse_kl_fn(graphdef, frozen, teacher):
     @jax.jit  # under jit (as in the steps): packed filler rows are not checked against placeholders
     def kl(params, mb):
         student, tea = merge_model(graphdef, params, frozen), nnx.merge(t_graphdef, t_state)
-        return masked_mean(exact_kl(completion_logits(student, mb), completion_logits(tea, mb)), mb["completion_mask"])
+        return masked_mean(exact_kl(completion_logits(student, mb), completion_logits(tea, mb)), mb.completion_mask)
 
     return lambda state, batch: float(kl(state.params, jax.tree.map(lambda x: x[0], batch)))
 
@@ -86,8 +86,8 @@ def test_op_rkd_and_fkd_on_fixed_trajectories(world):
 
     @jax.jit
     def sq_log_ratio(params, mb):
-        logp = token_logprobs(completion_logits(merge_model(graphdef, params, frozen), mb), mb["completions"])
-        return masked_mean((logp - mb["teacher_logp"]) ** 2, mb["completion_mask"])
+        logp = token_logprobs(completion_logits(merge_model(graphdef, params, frozen), mb), mb.completions)
+        return masked_mean((logp - mb.teacher_logp) ** 2, mb.completion_mask)
 
     first = jax.tree.map(lambda x: x[0], batch)
     rkd_sq = [float(sq_log_ratio(state.params, first))]

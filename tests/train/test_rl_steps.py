@@ -1,5 +1,7 @@
 """GRPO / TempSamp steps: consistency with the sampler, learning, the non-finite guard, one compile,
-sharding and gradient accumulation (tiny Qwen2.5-VL, random init, 8 fake CPU devices)."""
+sharding and gradient accumulation (tiny Qwen2.5-VL, random init, 8 fake CPU devices); the RLBatch layout."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,8 @@ from vtg_jax.rollout.packing import build_rl_batch, completion_mask, sampler_inp
 from vtg_jax.train.state import merge_model
 from vtg_jax.rollout.tempsamp import tempsamp_group
 from vtg_jax.train.grpo import make_tempsamp_step
+from vtg_jax.train.opd import make_opd_step
+from vtg_jax.train.rl_batch import RLBatch
 
 G = 4
 GRPO_CFG = GRPOConfig(eps_low=0.2, eps_high=0.28, kl="k3", beta=0.01)
@@ -71,9 +75,9 @@ def test_nonfinite_skips_and_counts(proc, setup, poison):
     prompts = make_prompts(proc, 1)
     batch, _ = grpo_batch(graphdef, state, frozen, prompts, seed=0)
     if poison == "reward":
-        batch["rewards"][0, 3] = np.nan
+        batch.rewards[0, 3] = np.nan
     else:  # NaN pixels -> NaN visual features -> NaN logits
-        batch["pixel_values_videos"][0, :8] = np.nan
+        batch.pixel_values_videos[0, :8] = np.nan
     before = host_copy(state)
     state, m = step(state, frozen, batch)
     assert int(m["train/skipped_nonfinite"]) == 1 and int(m["train/skipped_nonfinite_total"]) == 1
@@ -175,9 +179,45 @@ def test_batch_layout(proc):
     lengths = np.array([[5, 3], [1, 5], [2, 2], [5, 4]])
     b = build_rl_batch(CFG, prompts, tokens, lengths, np.zeros((4, 2, 5)), np.zeros((4, 2)), num_micro=2,
                        max_new_tokens=8)
-    assert b["completions"].shape == (2, 4, 8) and b["completion_pos"].shape == (2, 3, 4, 8)
-    np.testing.assert_array_equal(b["completion_mask"].reshape(4, 2, 8), completion_mask(lengths, 8))
-    last = b["prompt_pos"][:, :, :, -1]  # [A, 3, b]
-    np.testing.assert_array_equal(b["completion_pos"][:, :, ::2, 0], last + 1)
-    np.testing.assert_array_equal(b["completion_pos"][:, :, 1::2, 7], last + 8)
-    assert (b["completions"][b["completion_mask"] == 0] == 0).all()
+    assert b.completions.shape == (2, 4, 8) and b.completion_pos.shape == (2, 3, 4, 8)
+    np.testing.assert_array_equal(b.completion_mask.reshape(4, 2, 8), completion_mask(lengths, 8))
+    last = b.prompt_pos[:, :, :, -1]  # [A, 3, b]
+    np.testing.assert_array_equal(b.completion_pos[:, :, ::2, 0], last + 1)
+    np.testing.assert_array_equal(b.completion_pos[:, :, 1::2, 7], last + 8)
+    assert (b.completions[b.completion_mask == 0] == 0).all()
+
+
+def test_rl_batch_is_the_documented_layout(proc):
+    """build_rl_batch returns an RLBatch with the shapes and dtypes of its docstring (A = 2 micro-batches of
+    b = 2 prompts, G = 3, R = b·G, N = 8); absent optional fields are None."""
+    prompts = make_prompts(proc, 6)
+    a, b, g, n = 2, 2, 3, 8
+    r, p = b * g, prompts["input_ids"].shape[1]
+    pv, d = prompts["pixel_values_videos"].shape[1:]
+    rl = build_rl_batch(CFG, prompts, np.ones((4, g, n), np.int32), np.full((4, g), 5), np.zeros((4, g, n)),
+                        np.zeros((4, g)), ref_logp=np.zeros((4, g, n)), num_micro=a)
+    assert isinstance(rl, RLBatch)
+    i32, f32 = np.dtype(np.int32), np.dtype(np.float32)
+    expected = {"prompt_ids": ((a, b, p), i32), "prompt_mask": ((a, b, p), i32), "prompt_pos": ((a, 3, b, p), i32),
+                "completions": ((a, r, n), i32), "completion_mask": ((a, r, n), i32),
+                "completion_pos": ((a, 3, r, n), i32), "old_logp": ((a, r, n), f32), "advantages": ((a, r), f32),
+                "rewards": ((a, r), f32), "off_policy": ((a, r), np.dtype(bool)), "ref_logp": ((a, r, n), f32),
+                "pixel_values_videos": ((a, b * pv, d), f32)}
+    assert {k: (getattr(rl, k).shape, getattr(rl, k).dtype) for k in expected} == expected
+    assert rl.teacher_logp is None and all(v.shape[0] == a for v in rl.vision_inputs.values())
+    assert [f.name for f in dataclasses.fields(RLBatch)] == [*list(expected)[:11], "teacher_logp",
+                                                             "pixel_values_videos", "vision_inputs"]
+
+
+def test_steps_name_the_batch_fields_they_miss(proc, setup):
+    """GRPO with a KL term needs ref_logp, Video-OPD teacher_logp: a clear error when tracing a batch without."""
+    tx, schedule, graphdef, frozen, _, fresh = setup
+    prompts = make_prompts(proc, 7)
+    rl = build_rl_batch(CFG, prompts, np.ones((4, 1, N_NEW), np.int32), np.full((4, 1), 2),
+                        np.zeros((4, 1, N_NEW)), np.zeros((4, 1)))
+    with pytest.raises(ValueError, match=r"GRPO \(kl='k3'\) needs the RL batch field\(s\) \['ref_logp'\]"):
+        make_grpo_step(graphdef, tx, schedule, GRPO_CFG)(fresh(), frozen, rl)
+    with pytest.raises(ValueError, match=r"Video-OPD needs the RL batch field\(s\) \['teacher_logp'\]"):
+        make_opd_step(graphdef, tx, schedule)(fresh(), frozen, rl)
+    with pytest.raises(TypeError, match="takes an RLBatch"):
+        make_grpo_step(graphdef, tx, schedule, GRPO_CFG)(fresh(), frozen, dataclasses.asdict(rl))

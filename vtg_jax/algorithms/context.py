@@ -51,5 +51,5 @@ class RunContext:
 
 
 def optional_float(x: Optional[float]) -> Optional[float]:
-    """An optional float of a config (clip bounds, KL clamp, dual clip): None or 0 is off."""
-    return None if not x else float(x)
+    """An optional float of a config (clip bounds, KL clamp, dual clip): None is off (`run.config.OFF`)."""
+    return None if x is None else float(x)

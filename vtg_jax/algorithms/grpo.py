@@ -11,7 +11,7 @@ from vtg_jax.algorithms.context import Iteration, RunContext, optional_float
 from vtg_jax.losses import timestamp_token_mask
 from vtg_jax.rl import group_advantages
 from vtg_jax.rollout.packing import build_rl_batch, rollout_rewards
-from vtg_jax.rollout.prompts import answer_token_lists, prompt_only, spans_and_durations
+from vtg_jax.rollout.prompts import answer_token_lists, prompt_only
 from vtg_jax.rollout.rewards import reward_spec
 from vtg_jax.rollout.samples import (ground_truth_completions, rollout_seed, sample_completions,
                                      score_completions)
@@ -56,7 +56,6 @@ def _iteration(ctx: RunContext, tempsamp: bool) -> Iteration:
     if g < 1:
         raise ValueError(f"rollout.num_samples must be >= {2 if tempsamp else 1}")
     std = None if c.grpo.adv_std == "none" else c.grpo.adv_std
-    records = ctx.run_data.splits["train"]
     decode = ctx.run_data.decode
 
     def iterate(state, batch, step):
@@ -66,7 +65,7 @@ def _iteration(ctx: RunContext, tempsamp: bool) -> Iteration:
         inputs, out = sample_completions(policy, prompts, num_samples=g, rollout=c.rollout,
                                          seed=rollout_seed(ctx.seed, step), eos_id=ctx.run_data.eos_id, mesh=ctx.mesh)
         t1 = time.perf_counter()
-        spans, durations = spans_and_durations(records, batch["record_index"])
+        spans, durations = batch["span"], batch["duration"]  # the loader batch's ground truth
         rew, host = rollout_rewards(spec, decode, out["tokens"], out["lengths"], spans, durations)
         tokens, lengths, logp, off = out["tokens"], out["lengths"], out["logprobs"], None
         if tempsamp:

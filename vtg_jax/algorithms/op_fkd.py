@@ -19,7 +19,7 @@ def fkd_config(c: Any) -> FKDConfig:
     """`train.distill.FKDConfig` of a run config's `fkd` section."""
     f = c.fkd
     return FKDConfig(aggregation=f.aggregation, temperature=float(c.rollout.temperature),
-                     top_k=int(f.top_k) or None, topk_mode=f.topk_mode)
+                     top_k=None if f.top_k is None else int(f.top_k), topk_mode=f.topk_mode)  # None: all
 
 
 def make_step(config: Any, graphdef: Any, tx: Any, schedule: Callable, *,

@@ -9,7 +9,7 @@ import numpy as np
 
 from vtg_jax.algorithms.context import Iteration, RunContext, optional_float
 from vtg_jax.rollout.packing import build_rl_batch, rollout_rewards, sampler_inputs
-from vtg_jax.rollout.prompts import answer_token_lists, prompt_only, spans_and_durations
+from vtg_jax.rollout.prompts import answer_token_lists, prompt_only
 from vtg_jax.rollout.rewards import reward_spec
 from vtg_jax.rollout.samples import (ground_truth_completions, rollout_seed, sample_completions,
                                      score_completions)
@@ -44,13 +44,12 @@ def _iteration(ctx: RunContext, on_policy: bool) -> Iteration:
         raise ValueError(f"{c.algorithm} needs a teacher (config.teacher.init_from or .preset)")
     factory = make_step if on_policy else make_rkd_step
     step_fn = factory(c, ctx.graphdef, ctx.tx, ctx.schedule, **ctx.step_shardings())
-    spec = reward_spec(c.reward)
-    records = ctx.run_data.splits["train"]
+    spec = reward_spec(c.reward) if on_policy else None  # OP-RKD reports no reward (its config has none)
 
     def iterate(state, batch, step):
         t0 = time.perf_counter()
         prompts = prompt_only(batch)
-        spans, durations = spans_and_durations(records, batch["record_index"])
+        spans, durations = batch["span"], batch["duration"]  # the loader batch's ground truth
         if on_policy:
             policy = merge_model(ctx.graphdef, state.params, ctx.frozen)
             inputs, out = sample_completions(policy, prompts, num_samples=1, rollout=c.rollout,

@@ -38,7 +38,8 @@ def _selection_teacher(config: Any) -> bool:
 @dataclasses.dataclass(frozen=True)
 class Algorithm:
     """name: `config.algorithm`; job: which runner runs it ("train" the loop, "eval", "select");
-    sections: the config sections of its own (besides those of every run config, `run.config`);
+    sections: the config sections of its own, besides those of every run config (`run.config.COMMON_SECTIONS`):
+    a run config of it has these and no other;
     uses_teacher / uses_reference(config): whether the run builds a frozen teacher / reference model;
     step / iteration: "module:function" of its step factory and iteration builder (training only);
     done_file: the workdir file that marks a finished run in a pipeline (training: summary.json with
@@ -93,7 +94,7 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("opd", "train", _TRAIN + ("teacher", "rollout", "reward", "opd"), uses_teacher=_always,
               step="vtg_jax.algorithms.opd:make_step", iteration="vtg_jax.algorithms.opd:make_iteration",
               programs=_ROLLOUT + _TEACHER + ("train_step",)),
-    Algorithm("op_rkd", "train", _TRAIN + ("teacher", "rollout", "reward", "opd"), uses_teacher=_always,
+    Algorithm("op_rkd", "train", _TRAIN + ("teacher", "rollout", "opd"), uses_teacher=_always,
               step="vtg_jax.algorithms.opd:make_rkd_step", iteration="vtg_jax.algorithms.opd:make_rkd_iteration",
               programs=_TEACHER + ("train_step",)),
     Algorithm("op_fkd", "train", _TRAIN + ("teacher", "rollout", "fkd"), uses_teacher=_always,

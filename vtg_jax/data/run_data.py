@@ -13,8 +13,11 @@ from vtg_jax.data.records import GroundingRecord
 
 
 class RecordTransform:
-    """record -> processor outputs with the answer and `record_index` (picklable: the store reopens
-    in each worker). Raises on a record whose frames are missing; the loader skips and counts it."""
+    """record -> processor outputs with the answer, plus what an RL iteration needs of the record:
+    `span` float32 [2] (its first ground-truth span, what rewards score against), `duration` float32 []
+    and `record_index` int32 [] (its position in the split, -1 if not of it: the sampler's prompt id).
+    Picklable (the store reopens in each worker). Raises on a record whose frames are missing; the
+    loader skips and counts it."""
 
     def __init__(self, store_path: str, processor: Any, answer_format: str, index: Mapping[str, int]):
         self.store, self.proc, self.answer_format, self.index = FrameStore(store_path), processor, answer_format, index
@@ -36,6 +39,8 @@ class RecordTransform:
         sample_fps = self.store.meta(rec.video_id).get("sample_fps")
         out = self.proc(frames, ts, rec.query, answer=self.answer(rec), duration=rec.duration, sample_fps=sample_fps)
         out["record_index"] = np.asarray(self.index.get(rec.qid, -1), np.int32)  # -1: not of this split
+        out["span"] = np.asarray(rec.span, np.float32)
+        out["duration"] = np.asarray(rec.duration, np.float32)
         return out
 
 

@@ -171,16 +171,16 @@ def qvhighlights_metrics(records: list, texts: list[str], preds: list, clip_seco
 
 
 def evaluate(model: Any, run_data: Any, split: str, *, batch_size: int = 16, max_new_tokens: int = 16,
-             num: int = 0, out_path: Optional[str] = None, mesh: Any = None, extra: Optional[dict] = None
-             ) -> dict[str, float]:
-    """Greedy R@m / mIoU of `model` on the first `num` (0: all) records of `split` of a `RunData`.
+             num: Optional[int] = None, out_path: Optional[str] = None, mesh: Any = None,
+             extra: Optional[dict] = None) -> dict[str, float]:
+    """Greedy R@m / mIoU of `model` on the first `num` (None: all) records of `split` of a `RunData`.
 
     Writes one jsonl line per record to `out_path` (qid, video_id, query, gt, answer, pred, iou) when
     given. Returns {"R@0.3", "R@0.5", "R@0.7", "mIoU", "n", "parse_failures", "skipped"}.
     """
 
     records = run_data.splits[split]
-    records = records[:num] if num else records
+    records = records if num is None else records[:num]
     if not records:
         raise ValueError(f"split {split!r} has no records to evaluate")
     texts: dict[int, str] = {}

@@ -3,7 +3,7 @@ process's slice of the batch into global arrays, and bring results back to the h
 
 The same `main.py` runs on a laptop (one process, nothing to initialise), on SLURM GPU nodes, on TPU VM
 workers and in the CPU multi-process tests, so every decision below is read from the environment
-(or a config's `distributed` section) rather than from flags each launcher would have to get right.
+(and a run config's `distributed` section) rather than from flags each launcher would have to get right.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ ENV_LOCAL_DEVICE_IDS = "JAX_LOCAL_DEVICE_IDS"
 # "auto": let jax detect the cluster (TPU VM metadata, SLURM, k8s, MPI); "off": never initialise.
 ENV_MODE = "VTG_DISTRIBUTED"
 
-_SECTION_KEYS = ("coordinator_address", "num_processes", "process_id", "local_device_ids", "mode",
-                 "platform", "initialization_timeout")
+# The keys of a run config's `distributed` section (None / "": the environment decides).
+SECTION_KEYS = ("mode", "coordinator_address", "num_processes", "process_id", "local_device_ids")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,19 +50,14 @@ class DistributedSettings:
         return kwargs
 
 
-def _split(source: Any) -> tuple[Mapping[str, Any], Mapping[str, str] | None]:
-    """(config section, env mapping or None): env var names are upper case, config keys are not; a run
-    config without a `distributed` section leaves everything to the real environment."""
-    if source is None:
-        return {}, None
-    keys = [str(k) for k in source.keys()]
-    if source is os.environ or any(k.isupper() for k in keys):
-        return {}, source
-    if "distributed" in keys:
-        return source["distributed"], None
-    if any(k in _SECTION_KEYS for k in keys):
-        return source, None
-    return {}, None
+def _section_values(section: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The `distributed` section's values (all None without one); a key missing or unknown is an error."""
+    if section is None:
+        return dict.fromkeys(SECTION_KEYS)
+    keys = set(section.keys())
+    if keys != set(SECTION_KEYS):
+        raise KeyError(f"a distributed section has the keys {SECTION_KEYS}, got {sorted(keys)}")
+    return {k: section[k] for k in SECTION_KEYS}
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -94,27 +89,28 @@ def _jax_detects_cluster() -> bool:
     return False
 
 
-def _platform(section: Mapping[str, Any], env: Mapping[str, str]) -> str:
-    platforms = section.get("platform") or env.get("JAX_PLATFORMS") or (jax.config.jax_platforms or "")
+def _platform(env: Mapping[str, str]) -> str:
+    platforms = env.get("JAX_PLATFORMS") or (jax.config.jax_platforms or "")
     return str(platforms).split(",")[0].strip().lower()
 
 
-def distributed_settings(source: Any = None, env: Mapping[str, str] | None = None,
+def distributed_settings(section: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
                          detect_cluster: bool = True) -> DistributedSettings | None:
     """Settings for `jax.distributed.initialize`, or None when this is a single-process run.
 
-    `source` is a run config (its `distributed` section), that section itself, or an env mapping;
-    config values win over env vars. Multi-process is decided by, in order: mode "off"; an explicit
-    process count; mode "auto"; a SLURM job with several tasks; a cluster jax itself detects.
-    Pure apart from that last check (`detect_cluster=False` skips it), so it is unit-testable.
+    `section`: a run config's `distributed` section (`SECTION_KEYS`; None: no config, the environment
+    alone); its values win over the env vars of `env` (default `os.environ`) where they are not None / "".
+    Multi-process is decided by, in order: mode "off"; an explicit process count; mode "auto"; a SLURM job
+    with several tasks; a cluster jax itself detects. Pure apart from that last check
+    (`detect_cluster=False` skips it), so it is unit-testable.
     """
-    section, source_env = _split(source)
-    env = env if env is not None else (source_env if source_env is not None else os.environ)
-    mode = str(section.get("mode") or env.get(ENV_MODE, "")).lower()
+    values = _section_values(section)
+    env = os.environ if env is None else env
+    mode = str(values["mode"] or env.get(ENV_MODE, "")).lower()
     if mode == "off":
         return None
     def pick(key: str, env_key: str) -> Any:
-        value = section.get(key)
+        value = values[key]
         return env.get(env_key) if value is None else value
 
     num = _int_or_none(pick("num_processes", ENV_NUM_PROCESSES))
@@ -126,8 +122,7 @@ def distributed_settings(source: Any = None, env: Mapping[str, str] | None = Non
         num_processes=num,
         process_id=_int_or_none(pick("process_id", ENV_PROCESS_ID)),
         local_device_ids=tuple(devices) if devices is not None else None,
-        cpu_collectives=_platform(section, env) == "cpu",
-        initialization_timeout=int(section.get("initialization_timeout") or 300))
+        cpu_collectives=_platform(env) == "cpu")
     if num is not None:
         if num <= 1:
             return None
@@ -141,8 +136,10 @@ def distributed_settings(source: Any = None, env: Mapping[str, str] | None = Non
     return None
 
 
-def maybe_initialize_distributed(source: Any = None) -> bool:
-    """Starts `jax.distributed` if several processes are configured; returns whether it is running.
+def maybe_initialize_distributed(section: Mapping[str, Any] | None = None,
+                                 env: Mapping[str, str] | None = None) -> bool:
+    """Starts `jax.distributed` if several processes are configured (`distributed_settings` of a run
+    config's `distributed` section and the environment); returns whether it is running.
 
     Idempotent (a second call, or one after a manual initialise, is a no-op). Must run before
     anything touches devices. On CPU it selects gloo collectives, without which cross-process
@@ -150,7 +147,7 @@ def maybe_initialize_distributed(source: Any = None) -> bool:
     """
     if jax.distributed.is_initialized():
         return True
-    settings = distributed_settings(source)
+    settings = distributed_settings(section, env)
     if settings is None:
         return False
     if settings.cpu_collectives:

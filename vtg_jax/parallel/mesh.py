@@ -1,4 +1,4 @@
-"""Mesh construction from a run config: `mesh.data`, `mesh.fsdp`, `mesh.tensor` (-1 = the rest).
+"""Mesh construction from a run config's `mesh` section: `data`, `fsdp`, `tensor` (-1 = the rest).
 
 A run config names the parallelism it wants, not device ids, so the same config file runs on one
 CPU, an 8-GPU node or a v5p-128 slice: one axis is left at -1 and takes whatever devices remain.
@@ -16,15 +16,6 @@ from jax.sharding import Mesh
 from vtg_jax.parallel.rules import make_mesh
 
 MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
-
-
-def _section(cfg: Any) -> Mapping[str, Any]:
-    """The `mesh` section of a run config (ConfigDict or dict), or `cfg` itself if it is one."""
-    if cfg is None:
-        return {}
-    if "mesh" in cfg:
-        return cfg["mesh"]
-    return cfg
 
 
 def resolve_mesh_shape(sizes: Mapping[str, int] | Sequence[int], num_devices: int) -> tuple[int, ...]:
@@ -60,14 +51,12 @@ def resolve_mesh_shape(sizes: Mapping[str, int] | Sequence[int], num_devices: in
     return tuple(shape)
 
 
-def mesh_from_config(cfg: Any, devices: Sequence[Any] | None = None) -> Mesh:
-    """A (data, fsdp, tensor) mesh over all devices (every process's) as the config asks.
-
-    `cfg` is a run config with a `mesh` section or the section itself; the product of the sizes
-    must equal the number of devices (all of `jax.devices()` unless `devices` is given), since an
-    idle accelerator on a pod is almost always a config mistake.
+def mesh_from_config(section: Mapping[str, int], devices: Sequence[Any] | None = None) -> Mesh:
+    """A (data, fsdp, tensor) mesh over all devices (every process's) as a run config's `mesh` section
+    (ConfigDict or dict) asks; the product of the sizes must equal the number of devices (all of
+    `jax.devices()` unless `devices` is given), since an idle accelerator on a pod is almost always a
+    config mistake.
     """
     devices = list(devices if devices is not None else jax.devices())
-    section = _section(cfg)
     data, fsdp, tensor = resolve_mesh_shape({k: section[k] for k in section.keys()}, len(devices))
     return make_mesh(data=data, fsdp=fsdp, tensor=tensor, devices=devices)

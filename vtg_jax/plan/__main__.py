@@ -31,11 +31,14 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from vtg_jax.run.cli import set_none, take_config_flags  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a recipe file in configs/, e.g. configs/opd.py:paper",
                                           lock_config=True)
 _TOPOLOGY = flags.DEFINE_string("topology", "cpu:1", "v5e-16, v5p-32, v6e-8, a libtpu topology (v5p:2x2x2) or cpu:N")
 _OUT = flags.DEFINE_string("out", "plan.json", "where to write the plan as JSON ('' = nowhere)")
 _PROGRAMS = flags.DEFINE_list("programs", [], "compile only these programs (and the prefills they need)")
+_NONE_KEYS: list[str] = []  # --config.<key>=None (vtg_jax.run.cli)
 
 
 def main(argv):
@@ -46,6 +49,7 @@ def main(argv):
     from vtg_jax.plan.planner import plan
     from vtg_jax.plan.report import format_table
 
+    set_none(_CONFIG.value, _NONE_KEYS)
     target = parse_target(_TOPOLOGY.value)
     recipe = os.path.basename(_flag_arg(sys.argv, "config", ""))
     report = plan(_CONFIG.value, target, only=tuple(_PROGRAMS.value), recipe=recipe, log=lambda m: print(m, flush=True))
@@ -59,4 +63,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    try:
+        sys.argv, none_keys = take_config_flags(sys.argv)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    _NONE_KEYS.extend(none_keys)
     app.run(main)

@@ -164,11 +164,9 @@ def _resident_bytes(program: Program, resident: dict[str, int]) -> int:
 def plan(config: Any, target: Target, *, only: tuple[str, ...] = (), recipe: str = "", log: Any = print) -> PlanReport:
     """Builds, compiles (one at a time) and measures every program of one iteration of `config`."""
     devices = target_devices(target)
-    mesh = mesh_from_config(config, devices)
+    mesh = mesh_from_config(config.mesh, devices)
     run = abstract_run(config, mesh, target.platform)
-    resident = {name: shard_bytes(tree) for name, tree in run.resident().items()}
-    if config.algorithm == "eval":
-        resident.pop("opt_state", None)  # an evaluation holds the model only
+    resident = {name: shard_bytes(tree) for name, tree in run.resident().items()}  # an evaluation: no opt_state
     programs = iteration_programs(run)
     reports: list[ProgramReport] = []
     failed: set[str] = set()

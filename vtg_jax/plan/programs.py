@@ -63,10 +63,10 @@ class AbstractRun:
     cfg: QwenVLConfig
     geometry: VideoGeometry
     graphdef: nnx.GraphDef  # the policy's (trainable / frozen split)
-    train_state: TrainState
+    train_state: TrainState  # an evaluation's: no optimizer state (opt_state None)
     frozen: Any
-    tx: Any
-    schedule: Callable
+    tx: Any  # None for an evaluation (it has no `optim` section)
+    schedule: Optional[Callable]
     teacher: Optional[AbstractModel] = None
     reference: Optional[AbstractModel] = None
 
@@ -80,7 +80,9 @@ class AbstractRun:
 
     def resident(self) -> dict[str, Any]:
         """Arrays that live on the devices for the whole run, by name (see `Program.arguments`)."""
-        out = {"params": self.train_state.params, "opt_state": self.train_state.opt_state, "frozen": self.frozen}
+        out = {"params": self.train_state.params, "frozen": self.frozen}
+        if self.tx is not None:
+            out["opt_state"] = self.train_state.opt_state
         if self.teacher is not None:
             out["teacher"] = self.teacher.state
         if self.reference is not None:
@@ -145,13 +147,14 @@ def abstract_run(config: Any, mesh: jax.sharding.Mesh, platform: str) -> Abstrac
     """The run's models and optimizer state as the loop would build them, abstractly."""
     module = _abstract_module(config.model, platform, int(config.seed))
     graphdef, params, frozen = split_model(module, bool(config.model.freeze_vision))
-    tx, schedule = make_optimizer(optim_config(config))
+    algorithm = registry.get(config.algorithm)
+    tx, schedule = make_optimizer(optim_config(config)) if algorithm.trains else (None, None)
     scalar = SDS((), jnp.int32)
-    state = TrainState(step=scalar, params=params, opt_state=jax.eval_shape(tx.init, params), skipped=scalar)
+    opt_state = jax.eval_shape(tx.init, params) if algorithm.trains else None
+    state = TrainState(step=scalar, params=params, opt_state=opt_state, skipped=scalar)
     run = AbstractRun(config=config, mesh=mesh, cfg=module.cfg, geometry=video_geometry(config, module.cfg),
                       graphdef=graphdef, train_state=with_shardings(state, mesh), frozen=with_shardings(frozen, mesh),
                       tx=tx, schedule=schedule)
-    algorithm = registry.get(config.algorithm)
     if algorithm.uses_teacher(config):
         run.teacher = _frozen_model(config.teacher, mesh, platform, int(config.seed) + 1)
     if algorithm.uses_reference(config):
@@ -215,7 +218,7 @@ class Sampler:
 
 def _time_mask(config: Any, vocab: int) -> Optional[np.ndarray]:
     """LongVTG-R1's timestamp-token mask: its shape is what the program needs (values from the tokenizer)."""
-    return np.zeros((vocab,), bool) if config.grpo.kl == "token_aware" else None
+    return np.zeros((vocab,), bool) if "grpo" in config and config.grpo.kl == "token_aware" else None
 
 
 def _rollout_samples(config: Any) -> int:
@@ -232,22 +235,22 @@ def _train_rows(config: Any) -> int:
 def _train_program(run: AbstractRun) -> Program:
     c, geo = run.config, run.geometry
     batch, micro = int(c.batch_size), int(c.micro_batches)
-    new = int(c.rollout.max_new_tokens)
-    rows = _train_rows(c)
-    if c.algorithm == "sft":
+    if c.algorithm == "sft":  # no rollout: the loader's answer
         data = sft_batch(run.cfg, geo, batch, micro)
         rows, new = 1, geo.answer_tokens
     else:
+        rows, new = _train_rows(c), int(c.rollout.max_new_tokens)
         data = rl_batch(run.cfg, geo, batch, rows, new, micro, ref_logp=run.reference is not None,
                         teacher_logp=c.algorithm in ("opd", "op_rkd"))
     data = _replicate(data, run.replicated())
     teacher = run.teacher if c.algorithm == "op_fkd" else None
     shardings_of = lambda tree: jax.tree.map(lambda s: s.sharding, tree)  # noqa: E731
-    step = registry.get(c.algorithm).make_step(c, run.graphdef, run.tx, run.schedule, time_mask=_time_mask(c, run.cfg.text.vocab_size),
-                           teacher_graphdef=None if teacher is None else teacher.graphdef,
-                           teacher_sharding=None if teacher is None else shardings_of(teacher.state),
-                           state_sharding=shardings_of(run.train_state), frozen_sharding=shardings_of(run.frozen),
-                           batch_sharding=run.replicated())
+    step = registry.get(c.algorithm).make_step(
+        c, run.graphdef, run.tx, run.schedule, time_mask=_time_mask(c, run.cfg.text.vocab_size),
+        teacher_graphdef=None if teacher is None else teacher.graphdef,
+        teacher_sharding=None if teacher is None else shardings_of(teacher.state),
+        state_sharding=shardings_of(run.train_state), frozen_sharding=shardings_of(run.frozen),
+        batch_sharding=run.replicated())
     args = (run.train_state, run.frozen) + (() if teacher is None else (teacher.state,)) + (data,)
 
     def lower():
@@ -277,10 +280,11 @@ def _sampling_programs(run: AbstractRun, prefix: str, model: AbstractModel, argu
                   in_iteration=in_iteration, on_compiled=sampler.prefill_outputs)
     rows = prompts * samples
     tail_flops = model_flops.completions(model.cfg, rows, geo.prompt_tokens, new_tokens)
-    if decode:
-        r = c.rollout
-        tail = Program(f"{prefix}_decode", lambda: sampler.lower_decode(
-            new_tokens, greedy=greedy, top_k=0 if greedy else int(r.top_k), top_p=1.0 if greedy else float(r.top_p)),
+    if decode:  # greedy (an evaluation) samples nothing: top-k / top-p off; a rollout's from its section
+        top_k = 0 if greedy or c.rollout.top_k is None else int(c.rollout.top_k)
+        top_p = 1.0 if greedy else float(c.rollout.top_p)
+        tail = Program(f"{prefix}_decode", lambda: sampler.lower_decode(new_tokens, greedy=greedy, top_k=top_k,
+                                                                        top_p=top_p),
             calls=new_tokens, arguments=arguments, model_flops=tail_flops, in_iteration=in_iteration,
             after=pre.name)
     else:
@@ -299,19 +303,18 @@ def iteration_programs(run: AbstractRun) -> list[Program]:
         raise ValueError(f"no plan for algorithm {c.algorithm!r}; plannable: {plannable}")
     names = set(algorithm.programs)
     batch = int(c.batch_size)
-    new = int(c.rollout.max_new_tokens)
     policy_args = ("params", "frozen")
     out: list[Program] = []
     if "rollout_prefill" in names:
-        out += _sampling_programs(run, "rollout", run.policy(), policy_args, batch, _rollout_samples(c), new,
-                                  decode=True)
+        out += _sampling_programs(run, "rollout", run.policy(), policy_args, batch, _rollout_samples(c),
+                                  int(c.rollout.max_new_tokens), decode=True)
     if run.teacher is not None and "teacher_prefill" in names:
         # OPD scores the student's rollout; OP-RKD the ground-truth answer (its buffer: the answer's length)
-        new_t = new if c.algorithm == "opd" else run.geometry.answer_tokens
+        new_t = int(c.rollout.max_new_tokens) if c.algorithm == "opd" else run.geometry.answer_tokens
         out += _sampling_programs(run, "teacher", run.teacher, ("teacher",), batch, 1, new_t, decode=False)
     if run.reference is not None and "reference_prefill" in names:
         out += _sampling_programs(run, "reference", run.reference, ("reference",), batch,
-                                  int(c.rollout.num_samples), new, decode=False)
+                                  int(c.rollout.num_samples), int(c.rollout.max_new_tokens), decode=False)
     if c.algorithm != "eval":
         out.append(_train_program(run))
     if tuple(c.eval.splits):

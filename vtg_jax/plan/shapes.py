@@ -11,7 +11,7 @@ The video: `config.plan.video_seconds` of a `config.plan.source_height` x `sourc
 `config.plan.source_fps`, sampled by the recipe's own rule (`config.data`: fps, frame cap, pixel
 budgets; `data.frame_sampling.plan_frames`), every video of the batch alike (the loader batches one
 frame geometry). The prompt's text besides the video placeholders is `config.plan.text_tokens`
-(system prompt, template and query; 0 = 160) plus, when timestamps are interleaved (Qwen3), 8 tokens per
+(system prompt, template and query; None = 160) plus, when timestamps are interleaved (Qwen3), 8 tokens per
 temporal group ("<12.5 seconds>" and the vision start / end markers). The answer is `plan.answer_tokens`.
 
 The layouts mirror the host functions exactly (tests/plan/test_plan.py compares them with the real
@@ -35,6 +35,7 @@ from vtg_jax.models.qwen_vl.config import QwenVLConfig
 from vtg_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
 from vtg_jax.sampling.host import NEW_TOKEN_ROUND, bucket_length, frame_bucket, round_up
 from vtg_jax.run.data_setup import sampling_config
+from vtg_jax.train.rl_batch import RLBatch
 
 DEFAULT_TEXT_TOKENS = 160  # Qwen chat template + a grounding prompt + a one-sentence query
 TIMESTAMP_TOKENS_PER_GROUP = 8  # "<12.5 seconds>" + vision start / end, per temporal group (Qwen3)
@@ -84,7 +85,7 @@ def video_geometry(config: Any, cfg: QwenVLConfig) -> VideoGeometry:
     h, w = fp.size
     gh, gw = h // v.patch_size, w // v.patch_size
     video_tokens = groups * gh * gw // v.spatial_merge_size**2
-    text = int(p.text_tokens) or DEFAULT_TEXT_TOKENS
+    text = DEFAULT_TEXT_TOKENS if p.text_tokens is None else int(p.text_tokens)
     if _interleaved(config, cfg):
         text += TIMESTAMP_TOKENS_PER_GROUP * groups
     return VideoGeometry(seconds=float(p.video_seconds), frames=frames, height=h, width=w, groups=groups,
@@ -145,20 +146,15 @@ def sft_batch(cfg: QwenVLConfig, geo: VideoGeometry, batch: int, micro: int) -> 
 
 
 def rl_batch(cfg: QwenVLConfig, geo: VideoGeometry, batch: int, samples: int, completion: int, micro: int, *,
-             ref_logp: bool = False, teacher_logp: bool = False) -> dict[str, Any]:
-    """`rollout.packing.build_rl_batch` of `batch` prompts x `samples` completions of `completion` slots."""
+             ref_logp: bool = False, teacher_logp: bool = False) -> RLBatch:
+    """`rollout.packing.build_rl_batch` of `batch` prompts x `samples` completions of `completion` slots:
+    the same `RLBatch`, of ShapeDtypeStructs (`ref_logp` / `teacher_logp` None unless asked for)."""
     b, p, n = _check_micro(batch, micro), geo.loader_tokens, completion
     r = b * samples
-    out: dict[str, Any] = {
-        "prompt_ids": SDS((micro, b, p), jnp.int32), "prompt_mask": SDS((micro, b, p), jnp.int32),
-        "prompt_pos": SDS((micro, 3, b, p), jnp.int32),
-        "completions": SDS((micro, r, n), jnp.int32), "completion_mask": SDS((micro, r, n), jnp.int32),
-        "completion_pos": SDS((micro, 3, r, n), jnp.int32), "old_logp": SDS((micro, r, n), jnp.float32),
-        "advantages": SDS((micro, r), jnp.float32), "rewards": SDS((micro, r), jnp.float32),
-        "off_policy": SDS((micro, r), jnp.bool_)}
-    if ref_logp:
-        out["ref_logp"] = SDS((micro, r, n), jnp.float32)
-    if teacher_logp:
-        out["teacher_logp"] = SDS((micro, r, n), jnp.float32)
-    out.update(_packed_videos(cfg, geo, batch, micro))
-    return out
+    per_token = SDS((micro, r, n), jnp.float32)
+    return RLBatch(prompt_ids=SDS((micro, b, p), jnp.int32), prompt_mask=SDS((micro, b, p), jnp.int32),
+                   prompt_pos=SDS((micro, 3, b, p), jnp.int32), completions=SDS((micro, r, n), jnp.int32),
+                   completion_mask=SDS((micro, r, n), jnp.int32), completion_pos=SDS((micro, 3, r, n), jnp.int32),
+                   old_logp=per_token, advantages=SDS((micro, r), jnp.float32), rewards=SDS((micro, r), jnp.float32),
+                   off_policy=SDS((micro, r), jnp.bool_), ref_logp=per_token if ref_logp else None,
+                   teacher_logp=per_token if teacher_logp else None, **_packed_videos(cfg, geo, batch, micro))

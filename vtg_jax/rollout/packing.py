@@ -1,14 +1,15 @@
 """Host side of an RL / distillation iteration: prompts → sampler inputs → rewards → the step batch.
 
-    prompts = collate([proc(video, ts, query) for ...], buckets)        # prompt-only processor outputs
+    prompts = prompt_only(batch)                                         # a loader batch's prompts
     inputs = sampler_inputs(prompts)                                     # HF-named, left-padded
     out = sampling.generate(model, inputs, num_samples=G, max_new_tokens=N, temperature=1.0, ...)
-    rewards, rmetrics = rollout_rewards(spec, tok.decode, out["tokens"], out["lengths"], gts)
+    rewards, rmetrics = rollout_rewards(spec, tok.decode, out["tokens"], out["lengths"], batch["span"],
+                                        batch["duration"])                 # the loader batch's ground truth
     adv = group_advantages(rewards)                                       # or tempsamp_advantages
     ref = sampling.score(ref_model, inputs, out["tokens"], completion_mask(out["lengths"], N))
-    batch = build_rl_batch(cfg, prompts, out["tokens"], out["lengths"], out["logprobs"], adv,
-                           rewards=rewards, ref_logp=ref, num_micro=2)
-    state, metrics = grpo_step(state, frozen, batch)
+    rl = build_rl_batch(cfg, prompts, out["tokens"], out["lengths"], out["logprobs"], adv,
+                        rewards=rewards, ref_logp=ref, num_micro=2)        # an RLBatch
+    state, metrics = grpo_step(state, frozen, rl)
 
 Static shapes: the prompt axis keeps the loader's token bucket P, the vision rows its patch bucket
 (packed by `train.batch.prepare_batch`), and completions are padded to `max_new_tokens` N; so a run
@@ -28,6 +29,7 @@ import numpy as np
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
 from vtg_jax.rewards import RewardSpec
 from vtg_jax.train.batch import prepare_batch
+from vtg_jax.train.rl_batch import RLBatch
 
 PIXEL_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 
@@ -100,9 +102,11 @@ def build_rl_batch(
     off_policy: Optional[np.ndarray] = None,
     num_micro: int = 1,
     max_new_tokens: Optional[int] = None,
-) -> dict[str, Any]:
-    """The RL step batch (layout in `vtg_jax.train.rl_batch`) from a right-padded prompt-only loader
-    batch and sampler outputs tokens / old_logp [B, G, N], lengths [B, G], advantages [B, G].
+) -> RLBatch:
+    """The RL step batch (`train.rl_batch.RLBatch`, its layout in the class docstring) from a
+    right-padded prompt-only loader batch and sampler outputs tokens / old_logp [B, G, N], lengths
+    [B, G], advantages [B, G]. Optional fields are None when their argument is (or, for the videos,
+    when the prompts have none).
 
     max_new_tokens: the completion bucket (default N); completions are padded (or must fit) to it.
     off_policy [B, G]: True for ground-truth rows (TempSamp), whose old log-prob the step replaces by
@@ -131,29 +135,27 @@ def build_rl_batch(
     cmask = completion_mask(lengths, n_out)
     cpos = pos[:, :, -1][:, None, :, None] + 1 + np.arange(n_out)  # [B, 1, 3, N]
     cpos = np.broadcast_to(cpos, (b_all, g, 3, n_out)).reshape(a, b * g, 3, n_out).transpose(0, 2, 1, 3)
-    out: dict[str, Any] = {
-        "prompt_ids": right_align(np.asarray(prompts["input_ids"], np.int32), plen).reshape(a, b, -1),
-        "prompt_mask": right_align(np.asarray(prompts["attention_mask"], np.int32), plen).reshape(a, b, -1),
-        "prompt_pos": pos.reshape(a, b, 3, -1).transpose(0, 2, 1, 3),
-        "completions": np.where(cmask.reshape(a, b * g, n_out) != 0, per_token(tokens, np.int32), 0),
-        "completion_mask": cmask.reshape(a, b * g, n_out),
-        "completion_pos": np.ascontiguousarray(cpos, np.int32),
-        "old_logp": per_token(old_logp, np.float32),
-        "advantages": np.asarray(advantages, np.float32).reshape(a, b * g),
-        "rewards": (np.zeros((b_all, g), np.float32) if rewards is None
-                    else np.asarray(rewards, np.float32)).reshape(a, b * g),
-        "off_policy": (np.zeros((b_all, g), bool) if off_policy is None
-                       else np.asarray(off_policy, bool)).reshape(a, b * g),
-    }
-    if ref_logp is not None:
-        out["ref_logp"] = per_token(ref_logp, np.float32)
-    if teacher_logp is not None:
-        out["teacher_logp"] = per_token(teacher_logp, np.float32)
+    packed: dict[str, Any] = {}
     if "pixel_values_videos" in prompts:
         packed = prepare_batch(cfg, {**prompts, "loss_mask": np.zeros_like(prompts["input_ids"])}, num_micro)
-        out["pixel_values_videos"] = packed["pixel_values_videos"]
-        out["vision_inputs"] = packed["vision_inputs"]
-    return out
+    return RLBatch(
+        prompt_ids=right_align(np.asarray(prompts["input_ids"], np.int32), plen).reshape(a, b, -1),
+        prompt_mask=right_align(np.asarray(prompts["attention_mask"], np.int32), plen).reshape(a, b, -1),
+        prompt_pos=pos.reshape(a, b, 3, -1).transpose(0, 2, 1, 3),
+        completions=np.where(cmask.reshape(a, b * g, n_out) != 0, per_token(tokens, np.int32), 0),
+        completion_mask=cmask.reshape(a, b * g, n_out),
+        completion_pos=np.ascontiguousarray(cpos, np.int32),
+        old_logp=per_token(old_logp, np.float32),
+        advantages=np.asarray(advantages, np.float32).reshape(a, b * g),
+        rewards=(np.zeros((b_all, g), np.float32) if rewards is None
+                 else np.asarray(rewards, np.float32)).reshape(a, b * g),
+        off_policy=(np.zeros((b_all, g), bool) if off_policy is None
+                    else np.asarray(off_policy, bool)).reshape(a, b * g),
+        ref_logp=None if ref_logp is None else per_token(ref_logp, np.float32),
+        teacher_logp=None if teacher_logp is None else per_token(teacher_logp, np.float32),
+        pixel_values_videos=packed.get("pixel_values_videos"),
+        vision_inputs=packed.get("vision_inputs"),
+    )
 
 
 def append_ground_truth(tokens: np.ndarray, lengths: np.ndarray, logprobs: np.ndarray,

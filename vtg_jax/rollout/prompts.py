@@ -1,23 +1,23 @@
 """Loader batches (made with answers, `data.loader`) split into what a rollout needs: the prompts alone
-and the ground-truth completion ids.
+and the ground-truth completion ids. The rewards' ground truth is in the batch itself: `batch["span"]`
+[B, 2] (each record's first span) and `batch["duration"]` [B] (`data.run_data.RecordTransform`).
 
     prompts = prompt_only(batch)           # answers masked out; sampler_inputs(prompts) feeds the sampler
     answers = answer_token_lists(batch)    # [[ids of "12.5 to 17.8<|im_end|>"], ...]
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
-
-from vtg_jax.data.records import GroundingRecord
 
 from vtg_jax.rollout.packing import answer_ids
 
 
 def prompt_only(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The prompts of a right-padded batch made with answers: tokens from the first answer token on
-    are masked out (attention_mask 0, ids 0); positions are kept (the prompt's ids are a prefix)."""
+    are masked out (attention_mask 0, ids 0); positions are kept (the prompt's ids are a prefix), and
+    every other key (record_index, span, duration, the video arrays) passes through unchanged."""
     loss = np.asarray(batch["loss_mask"]).astype(bool)
     if not loss.any(axis=1).all():
         raise ValueError("every example needs answer tokens (loss_mask) to split off its prompt")
@@ -37,8 +37,3 @@ def answer_token_lists(batch: Mapping[str, np.ndarray]) -> list[list[int]]:
     rows = zip(batch["input_ids"], batch["loss_mask"])
     return [answer_ids({"input_ids": ids, "loss_mask": mask}) for ids, mask in rows]
 
-
-def spans_and_durations(records: Sequence[GroundingRecord], index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth first spans [B, 2] and durations [B] of the batch rows' records."""
-    recs = [records[int(i)] for i in np.asarray(index).reshape(-1)]
-    return (np.asarray([r.span for r in recs], np.float32), np.asarray([r.duration for r in recs], np.float32))

@@ -10,7 +10,8 @@ Every example is made WITH its answer (`data.answer_format` of the first span), 
 every objective: SFT trains on the answer tokens (`loss_mask`), the RL objectives take the prompt
 part (`prompt_only`: everything before the first answer token, i.e. up to the assistant header) and
 use the answer tokens as the ground-truth trajectory (TempSamp-R1, OP-RKD, OP-FKD). Each example also
-carries `record_index`, its position in the split, so rewards find their ground truth.
+carries what rewards score against, its record's first `span` and `duration`, and `record_index`, its
+position in the split (the sampler's prompt id), so an iteration needs nothing but its batch.
 """
 from __future__ import annotations
 
@@ -41,11 +42,14 @@ SYNTHETIC_OVERRIDES = ("min_duration", "max_duration", "min_span", "max_span", "
 
 
 def sampling_config(data: Any) -> Any:
-    """`frame_sampling.SamplingConfig` of `config.data` (0 = the rule's default for a pixel budget)."""
-    return SamplingConfig(rule=data.sampling, fps=float(data.fps), nframes=int(data.nframes),
+    """`frame_sampling.SamplingConfig` of `config.data` (None = the rule's default for a pixel budget;
+    nframes None = by fps, SamplingConfig's 0)."""
+    number = lambda x, kind: None if x is None else kind(x)  # noqa: E731
+    nframes = 0 if data.nframes is None else int(data.nframes)
+    return SamplingConfig(rule=data.sampling, fps=float(data.fps), nframes=nframes,
                           min_frames=int(data.min_frames), max_frames=int(data.max_frames),
-                          min_pixels=int(data.min_pixels) or None, max_pixels=int(data.max_pixels) or None,
-                          total_pixels=float(data.total_pixels) or None)
+                          min_pixels=number(data.min_pixels, int), max_pixels=number(data.max_pixels, int),
+                          total_pixels=number(data.total_pixels, float))
 
 
 def check_store_sampling(store_path: str, family: str, data: Any) -> None:
@@ -86,7 +90,7 @@ def prepare_synthetic(data: Any, family: str, cache_dir: str, progress: bool = T
     if os.path.exists(done):
         return paths
     shutil.rmtree(root, ignore_errors=True)
-    overrides = {k: syn[k] for k in SYNTHETIC_OVERRIDES if k in syn and syn[k] is not None}
+    overrides = {k: syn[k] for k in SYNTHETIC_OVERRIDES if syn[k] is not None}  # None: the preset's value
     generate(root, num_train=syn.num_train, num_val=syn.num_val, num_test=syn.num_test, level=syn.level,
              seed=syn.seed, preset=syn.preset, progress=progress, **overrides)
     cfg = sampling_config(data)

@@ -38,7 +38,8 @@ def evaluate_split(model: Any, run_data: Any, config: Any, split: str, workdir: 
 def split_baselines(run_data: Any, config: Any, split: str) -> dict:
     """Video-blind baselines (`eval.baselines.trivial_baselines`) of the records an eval of `split` scores."""
     recs = run_data.splits[split]
-    return trivial_baselines(recs[:config.eval.num or len(recs)], run_data.splits["train"] or None)
+    num = config.eval.num  # None: the whole split
+    return trivial_baselines(recs if num is None else recs[:num], run_data.splits["train"] or None)
 
 
 def baselines(run_data: Any, config: Any) -> Optional[dict]:

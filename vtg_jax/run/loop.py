@@ -44,12 +44,14 @@ from vtg_jax.io.metrics_log import MetricsLogger
 from vtg_jax.io.workdir import load_json, save_json
 from vtg_jax.io.workdir_lock import WorkdirLock
 from vtg_jax.parallel.distributed import is_main_process
-from vtg_jax.run.config import config_changes, optim_config, require_complete
+from vtg_jax.run.config import optim_config
+from vtg_jax.run.config_checks import require_complete
 from vtg_jax.run.data_setup import make_train_loader, missing_summary
 from vtg_jax.run.evaluate import baselines, run_evaluations
 from vtg_jax.run.model_setup import (CHECKPOINT_DIR, HF_EXPORT_DIR, build_model, checkpoint_tree, reference_section,
                                        restore_train_state)
 from vtg_jax.run.preamble import OpenRun, open_run
+from vtg_jax.run.resume import config_changes
 from vtg_jax.train.integrity import nonfinite_leaves
 from vtg_jax.train.optim import make_optimizer
 from vtg_jax.train.state import init_train_state, merge_model, state_shardings
@@ -102,19 +104,19 @@ class ResumeConfigChanged(ValueError):
 
 def _resume_config_changes(ckpt: Any, config: Any, workdir: str, step: int) -> dict[str, Any]:
     """The config keys this resumed run changes against checkpoint `step`'s (outside
-    `run_config.RESUMABLE_CHANGES`): an error unless `config.resume_changed_config`, then logged and
+    `run.resume.RESUMABLE_CHANGES`): an error unless `config.resume_changed_config`, then logged and
     appended to config_changes.jsonl."""
-    saved = ckpt.read_metadata(step).get("config")
-    if saved is None:
+    saved = ckpt.read_metadata(step)["config"]
+    if saved is None:  # a checkpoint written without its config (not by this loop)
         return {}
     changes = config_changes(saved, jsonable_config(config))
-    if saved.get("steps") != config.steps:
+    if saved["steps"] != config.steps:
         log.warning("steps changed from %s to %s on resume: the learning-rate schedule now spans %s steps",
-                    saved.get("steps"), config.steps, config.steps)
+                    saved["steps"], config.steps, config.steps)
     if not changes:
         return {}
     shown = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
-    if not config.get("resume_changed_config", False):
+    if not config.resume_changed_config:
         raise ResumeConfigChanged(
             f"{workdir} resumes from step {step}, whose config differs in {len(changes)} key(s): {shown}. "
             "Rerun with the checkpoint's values, use another --workdir, or pass "
@@ -152,7 +154,7 @@ def _run(config: Any, workdir: str, run: OpenRun, t_start: float) -> dict[str, A
     state, ctx = _context(config, run, rng)
     loader = make_train_loader(run_data, config.data, batch_size=config.batch_size, seed=config.seed)
     ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), save_every_n_steps=config.checkpoint.every,
-                        keep_last=config.checkpoint.keep or None, async_save=config.checkpoint.async_save,
+                        keep_last=config.checkpoint.keep, async_save=config.checkpoint.async_save,
                         config=config)
     start = 0
     restored = restore_train_state(ckpt, state)
@@ -196,8 +198,9 @@ def _run(config: Any, workdir: str, run: OpenRun, t_start: float) -> dict[str, A
             state, metrics = jax.block_until_ready((state, metrics))
             metrics = {**metrics, **loader.metrics(), "time/iteration_s": time.perf_counter() - t0,
                        "data/batch_crc": float(zlib.crc32(np.asarray(batch["record_index"], np.int64).tobytes()))}
+            every = config.eval.every  # None: only at the end
             evaluate_now = bool(config.eval.splits) and (
-                (config.eval.every and step % config.eval.every == 0) or step == config.steps)
+                (every is not None and step % every == 0) or step == config.steps)
             if evaluate_now:
                 final_eval = run_evaluations(policy(), run_data, config, workdir, step, mesh)
                 metrics.update(final_eval)

@@ -30,7 +30,8 @@ from vtg_jax.models.qwen_vl.convert import from_pretrained
 from vtg_jax.models.qwen_vl.presets import get_preset
 from vtg_jax.models.qwen_vl.size import REAL_SIZE_PARAMETERS, parameter_count
 from vtg_jax.parallel.rules import DEFAULT_RULES, shard_model
-from vtg_jax.run.config import CHECKPOINT_DIR, COMPUTE_KEYS, optim_config, upgrade_saved_config
+from vtg_jax.run.config import CHECKPOINT_DIR, COMPUTE_KEYS, optim_config
+from vtg_jax.run.resume import upgrade_saved_config
 from vtg_jax.train.integrity import nonfinite_leaves
 from vtg_jax.train.optim import make_optimizer
 from vtg_jax.train.state import init_train_state, merge_model
@@ -105,7 +106,7 @@ def _from_run_checkpoint(path: str, section: Any, name: str, *, mesh: Any, rules
         # random_init: the template's values are replaced by the checkpoint's
         template = dict(saved["model"], random_init=True,
                         **{k: required_key(section, k, name) for k in ("dtype", "remat", "attention_impl")})
-        model = build_model(template, seed=int(saved.get("seed", 0)), mesh=mesh, rules=rules, name=name)
+        model = build_model(template, seed=int(saved["seed"]), mesh=mesh, rules=rules, name=name)
         tx, _ = make_optimizer(optim_config(saved))
         state, graphdef, frozen = init_train_state(model, tx, freeze_vision=bool(saved["model"]["freeze_vision"]))
         restored = restore_train_state(ckpt, state, step)[0]

@@ -29,7 +29,7 @@ from typing import Any
 
 from vtg_jax.algorithms import registry
 from vtg_jax.io.workdir import load_json, save_json
-from vtg_jax.run.config import require_complete
+from vtg_jax.run.config_checks import require_complete
 from vtg_jax.run.jobs import job_of
 
 
@@ -75,9 +75,9 @@ def _link(stage: Any, workdir: str, config: Any, policy: str, pending_subset: st
             stage.select.exclude = ",".join(resolve_ref(v.strip(), workdir, stages)
                                             for v in stage.select.exclude.split(",") if v.strip())
         # every stage that has a teacher: distillation, and selection (TVDF scores with it, TVG-R1 annotates)
-        if config.teacher.init_from and "teacher" in registry.get(stage.algorithm).sections:
-            stage.teacher.init_from = config.teacher.init_from
-        if "teacher" in stage and stage.teacher.init_from:
+        if "teacher" in registry.get(stage.algorithm).sections:
+            if config.teacher.init_from:
+                stage.teacher.init_from = config.teacher.init_from
             stage.teacher.init_from = resolve_ref(stage.teacher.init_from, workdir, stages)
         stage.data.cache_dir = stage.data.cache_dir or config.cache_dir or os.path.join(workdir, "data")
     return {"init_from": stage.eval.checkpoint if stage.algorithm == "eval" else stage.model.init_from,

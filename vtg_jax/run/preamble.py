@@ -19,7 +19,7 @@ from vtg_jax.io.workdir import save_json
 from vtg_jax.parallel.distributed import is_main_process
 from vtg_jax.parallel.mesh import mesh_from_config
 from vtg_jax.parallel.rules import DEFAULT_RULES, sharded_call
-from vtg_jax.run.config import require_complete, uses_teacher
+from vtg_jax.run.config_checks import require_complete, uses_teacher
 from vtg_jax.run.data_setup import build_run_data
 from vtg_jax.run.model_setup import build_model
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def run_mesh(config: Any) -> Optional[jax.sharding.Mesh]:
     """The configured mesh, or None on a single device (no sharding machinery at all)."""
-    return mesh_from_config(config) if jax.device_count() > 1 else None
+    return mesh_from_config(config.mesh) if jax.device_count() > 1 else None
 
 
 def sharded_scope(mesh: Optional[jax.sharding.Mesh]) -> Any:
@@ -61,7 +61,7 @@ class OpenRun:
 
 @contextlib.contextmanager
 def open_run(config: Any, workdir: str, *, policy: Any = None, save_config: bool = True) -> Iterator[OpenRun]:
-    """Checks `config` (`run.config.require_complete`), makes `workdir` (with run_config.json unless
+    """Checks `config` (`run.config_checks.require_complete`), makes `workdir` (with run_config.json unless
     `save_config` is False), builds the policy from `policy` (a model section; default `config.model`)
     and, when the algorithm uses one, the teacher, reads the data, and holds the mesh's scope."""
     require_complete(config)

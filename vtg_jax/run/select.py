@@ -1,10 +1,10 @@
 """Model-scored data selection: `python -m vtg_jax.main --config=configs/select.py[:method] --workdir=W`.
 
-Each method samples the models' answers on a pool of training records (`select.pool`, 0 = all),
+Each method samples the models' answers on a pool of training records (`select.pool`, None = all),
 scores every record, and hands the scores to the pure selectors of `vtg_jax.curriculum`:
 
   tvdf      Video-OPD §3.2 / App. B. The teacher's top-k predictions give tau_i (mean IoU with the
-            annotation) and TRPV keeps tau_i >= `select.trpv_threshold` (0 = TRPV off). DBTP ranks the
+            annotation) and TRPV keeps tau_i >= `select.trpv_threshold` (None = TRPV off). DBTP ranks the
             reliable records by `select.dbtp`: "kl" (the aggregated reverse KL of the student from the
             teacher along the student's own samples, §3.2: sum over tokens of log pi_theta - log pi_tea,
             averaged over the samples), "iou_gap" (delta_i = tau_i - sigma_i, eq. 12) or "random" (DBTP
@@ -125,7 +125,7 @@ def _pool(run_data: Any, s: Any) -> tuple[list, int]:
     records = run_data.splits["train"]
     excluded = _excluded_qids(s.exclude)
     pool = [r for r in records if r.qid not in excluded]
-    return (pool[:s.pool] if s.pool else pool), len(records) - len(pool)
+    return (pool if s.pool is None else pool[:s.pool]), len(records) - len(pool)
 
 
 def _select_tvdf(s: Any, student: dict, teacher: dict, pool: list, seed: int) -> tuple[np.ndarray, dict, dict]:
@@ -139,7 +139,9 @@ def _select_tvdf(s: Any, student: dict, teacher: dict, pool: list, seed: int) ->
     else:
         raise ValueError(f"select.dbtp must be kl, iou_gap or random, got {s.dbtp!r}")
     ok = np.nonzero(student["loaded"] & teacher["loaded"])[0]
-    local, stats = tvdf_select(tau[ok], s.num, reliability_threshold=float(s.trpv_threshold),
+    # TRPV off: an IoU is >= 0, so every record passes a threshold of 0
+    threshold = 0.0 if s.trpv_threshold is None else float(s.trpv_threshold)
+    local, stats = tvdf_select(tau[ok], s.num, reliability_threshold=threshold,
                                disagreement=score[ok], strategy=s.strategy, seed=seed)
     cols = {"teacher_iou": tau, "student_iou": sigma, "reverse_kl": student["reverse_kl"], "dbtp_score": score}
     return ok[local], {**stats, "dbtp": s.dbtp}, cols

@@ -43,7 +43,7 @@ def generate(
     max_new_tokens: int,
     temperature: float = 0.0,
     top_p: float = 1.0,
-    top_k: int = 0,
+    top_k: int | None = None,
     seed: int = 0,
     eos_token_ids: Sequence[int] | int | None = None,
     stop_strings: Sequence[str] = (),
@@ -60,7 +60,7 @@ def generate(
     inputs: HF-named arrays the model takes (input_ids, attention_mask, pixel_values, image_grid_thw,
         pixel_values_videos, video_grid_thw, second_per_grid_ts, mm_token_type_ids).
     temperature: 0 = greedy (top_k / top_p ignored); otherwise softmax(logits / T) truncated by top_k
-        (0 = off) and top_p (1 = off), in that order (HF's warper order).
+        (None or 0 = off, as in transformers) and top_p (1 = off), in that order (HF's warper order).
     seed / prompt_ids / sample_offset: sample g of prompt b uses key
         fold_in(fold_in(key(seed), prompt_ids[b]), sample_offset + g), whatever the batching
         (prompt_ids default to arange(B); pass dataset ids so data-parallel shards draw different noise).
@@ -81,6 +81,7 @@ def generate(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    top_k = 0 if top_k is None else int(top_k)  # the engine's static "off"
     if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
         raise ValueError(f"need temperature >= 0, 0 < top_p <= 1, top_k >= 0; got {temperature}, {top_p}, {top_k}")
     prompts = prepare_prompts(model.cfg, inputs, min_bucket)

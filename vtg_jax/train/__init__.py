@@ -9,8 +9,8 @@ import importlib
 
 _WHERE = {"prepare_batch": "batch", "OptimConfig": "optim", "make_optimizer": "optim",
           "accumulate_grads": "update", "answer_nll_sum": "sft", "guarded_update": "update", "make_sft_step": "sft",
-          "TrainState": "state", "init_train_state": "state", "merge_model": "state", "num_params": "state",
-          "split_model": "state", "state_shardings": "state"}
+          "RLBatch": "rl_batch", "TrainState": "state", "init_train_state": "state", "merge_model": "state",
+          "num_params": "state", "split_model": "state", "state_shardings": "state"}
 
 __all__ = sorted(_WHERE)
 

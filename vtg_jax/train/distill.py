@@ -26,7 +26,7 @@ from flax import nnx
 
 from vtg_jax.losses import (AGGREGATIONS, TOPK_MODES, aggregate, masked_mean, op_fkd_loss, teacher_topk,
                             topk_forward_kl)
-from vtg_jax.train.rl_batch import Metrics, aggregate_count, completion_logits
+from vtg_jax.train.rl_batch import Metrics, RLBatch, aggregate_count, completion_logits, require_fields
 from vtg_jax.train.update import accumulate_grads, compile_step, finish_step
 from vtg_jax.train.state import TrainState, merge_model
 
@@ -49,10 +49,10 @@ class FKDConfig:
             raise ValueError(f"topk_mode must be one of {TOPK_MODES}, got {self.topk_mode!r}")
 
 
-def fkd_micro_loss(cfg: FKDConfig, student: nnx.Module, teacher: nnx.Module, mb: dict[str, Any]
+def fkd_micro_loss(cfg: FKDConfig, student: nnx.Module, teacher: nnx.Module, mb: RLBatch
                    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array, Metrics]]:
     """(loss_sum, (count, tokens, metrics)) of one micro-batch."""
-    mask = mb["completion_mask"]
+    mask = mb.completion_mask
     s_logits = completion_logits(student, mb)
     t_logits = jax.lax.stop_gradient(completion_logits(teacher, mb))
     if cfg.top_k is None:
@@ -78,8 +78,8 @@ def make_op_fkd_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, s
     teacher_state: `nnx.split(teacher)[1]` (all of the teacher's variables); batch: `build_rl_batch`
     of ground-truth completions (G = 1 per prompt; old_logp / advantages unused)."""
 
-    def step(state: TrainState, frozen: Any, teacher_state: Any, batch: dict[str, Any]
-             ) -> tuple[TrainState, Metrics]:
+    def step(state: TrainState, frozen: Any, teacher_state: Any, batch: RLBatch) -> tuple[TrainState, Metrics]:
+        require_fields(batch, (), "OP-FKD")  # tokens, masks and positions only: no optional field
         teacher = nnx.merge(teacher_graphdef, teacher_state)
 
         def loss_fn(params, mb):

@@ -14,7 +14,7 @@ Loss per token (TempSamp-R1 eq. 1, LongVTG-R1 eq. 2): -min(r_t A, clip(r_t, 1-ep
 * `kl="none"`: no reference at all (the batch needs no `ref_logp`).
 
 Why the reference log-probs are precomputed (`sampling.score(ref_model, inputs, tokens, mask)` on the
-rollout, batch key `ref_logp`) rather than computed in the step: both KL forms above need only the
+rollout, batch field `ref_logp`) rather than computed in the step: both KL forms above need only the
 reference's log-prob of the sampled token, the reference then never occupies memory next to the
 trained state and its optimizer moments, it shares the sampler's one-prefill-per-prompt scoring, and
 it may live on another mesh or be another model class. Like every frozen model, it is never in the trained state.
@@ -34,7 +34,7 @@ import optax
 from flax import nnx
 
 from vtg_jax.losses import AGGREGATIONS, kl_estimate, masked_mean, policy_gradient_loss, token_aware_kl_estimate
-from vtg_jax.train.rl_batch import Metrics, aggregate_count, batch_metrics, completion_logprobs
+from vtg_jax.train.rl_batch import Metrics, RLBatch, aggregate_count, batch_metrics, completion_logprobs
 from vtg_jax.train.update import make_policy_step
 
 KL_MODES = ("none", "k3", "token_aware")
@@ -65,23 +65,23 @@ class GRPOConfig:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
 
 
-def grpo_loss(cfg: GRPOConfig, model: nnx.Module, mb: dict[str, Any], time_mask: Optional[jax.Array] = None
+def grpo_loss(cfg: GRPOConfig, model: nnx.Module, mb: RLBatch, time_mask: Optional[jax.Array] = None
               ) -> tuple[jax.Array, tuple[jax.Array, jax.Array, Metrics]]:
-    """(loss_sum, (count, tokens, metrics)) of one micro-batch (the contract of `sft.accumulate_grads`)."""
-    mask = mb["completion_mask"]
+    """(loss_sum, (count, tokens, metrics)) of one micro-batch (the contract of `update.accumulate_grads`)."""
+    mask = mb.completion_mask
     logp, _ = completion_logprobs(model, mb, cfg.temperature, cfg.chunk_size)
     # Off-policy (ground-truth) rows: pi_old := sg(pi_theta), ratio 1 (module docstring).
-    old = jnp.where(mb["off_policy"][:, None], jax.lax.stop_gradient(logp), mb["old_logp"])
+    old = jnp.where(mb.off_policy[:, None], jax.lax.stop_gradient(logp), mb.old_logp)
     kl, coef, kl_metric = None, 0.0, None
     if cfg.kl != "none":
-        ref = mb["ref_logp"]
+        ref = mb.ref_logp
         kl_metric = masked_mean(jax.lax.stop_gradient(kl_estimate(logp, ref, "k3")), mask)
         if cfg.kl == "k3":
             kl, coef = kl_estimate(logp, ref, "k3", cfg.kl_clamp), cfg.beta
         else:
-            kl, coef = token_aware_kl_estimate(logp, ref, mb["completions"], time_mask, cfg.beta_text,
+            kl, coef = token_aware_kl_estimate(logp, ref, mb.completions, time_mask, cfg.beta_text,
                                                cfg.beta_time, cfg.kl_clamp), 1.0
-    loss, m = policy_gradient_loss(logp, old, mb["advantages"], mask, cfg.eps_low, cfg.eps_high, cfg.aggregation,
+    loss, m = policy_gradient_loss(logp, old, mb.advantages, mask, cfg.eps_low, cfg.eps_high, cfg.aggregation,
                                    dual_clip=cfg.dual_clip, ratio_level=cfg.ratio_level, kl_penalty=kl,
                                    kl_coef=coef, max_len=cfg.max_len)
     count = aggregate_count(mask, cfg.aggregation)
@@ -89,7 +89,7 @@ def grpo_loss(cfg: GRPOConfig, model: nnx.Module, mb: dict[str, Any], time_mask:
     metrics = {**m, **batch_metrics(mb), "loss/pg": m["pg/loss"]}
     metrics["rl/kl_ref"] = kl_metric if kl_metric is not None else jnp.zeros((), jnp.float32)
     metrics["rl/off_policy_ratio"] = masked_mean(jnp.exp(jax.lax.stop_gradient(logp - old)),
-                                                 (mask != 0) & mb["off_policy"][:, None])
+                                                 (mask != 0) & mb.off_policy[:, None])
     return loss * count, (count, tokens, metrics)
 
 
@@ -98,7 +98,8 @@ def make_grpo_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sch
                    frozen_sharding: Any = None, batch_sharding: Any = None, donate: bool = True) -> Callable:
     """`step(state, frozen, batch) -> (state, metrics)`, jitted once with `state` donated.
 
-    batch: `rollout.build_rl_batch(...)` ([A, ...] micro-batches; `ref_logp` unless cfg.kl == "none").
+    batch: an `RLBatch` of `rollout.build_rl_batch(...)` ([A, ...] micro-batches; its `ref_logp` is
+    required unless cfg.kl == "none": tracing a batch without it raises a ValueError).
     time_mask: bool [V] timestamp tokens (`losses.timestamp_token_mask`), required for "token_aware".
     Shardings as in `make_sft_step` (call a sharded step inside `parallel.rules.sharded_call`).
     """
@@ -108,8 +109,8 @@ def make_grpo_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sch
     needed = ("rewards", "advantages", "old_logp") + (("ref_logp",) if cfg.kl != "none" else ())
 
     return make_policy_step(graphdef, tx, schedule, lambda model, mb: grpo_loss(cfg, model, mb, tmask), needed,
-                            state_sharding=state_sharding, frozen_sharding=frozen_sharding,
-                            batch_sharding=batch_sharding, donate=donate)
+                            objective=f"GRPO (kl={cfg.kl!r})", state_sharding=state_sharding,
+                            frozen_sharding=frozen_sharding, batch_sharding=batch_sharding, donate=donate)
 
 
 def make_tempsamp_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: Callable[[Any], Any],

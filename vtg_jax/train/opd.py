@@ -11,7 +11,7 @@ return-to-go credit). `rl/reverse_kl` is the mean over completion tokens of log 
 under the CURRENT policy (the step's own forward), i.e. the per-token reverse-KL sample the objective
 lowers; `opd/reverse_kl` is the same with the sampler's log-probs.
 
-Why the teacher log-probs are precomputed (`sampling.score`, batch key `teacher_logp`): eq. 5–6 need
+Why the teacher log-probs are precomputed (`sampling.score`, batch field `teacher_logp`): eq. 5–6 need
 only log pi_tea of the student's tokens; the teacher (any size: it is just another model) then never
 sits in memory next to the trained state, shares the sampler's prefill-once scoring, and the step
 needs no teacher graph. OP-FKD, which needs the teacher's whole distribution, computes it in the step
@@ -32,7 +32,7 @@ import optax
 from flax import nnx
 
 from vtg_jax.losses import AGGREGATIONS, masked_mean, opd_loss
-from vtg_jax.train.rl_batch import Metrics, aggregate_count, batch_metrics, completion_logprobs
+from vtg_jax.train.rl_batch import Metrics, RLBatch, aggregate_count, batch_metrics, completion_logprobs
 from vtg_jax.train.update import make_policy_step
 
 
@@ -53,18 +53,18 @@ class OPDConfig:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
 
 
-def opd_micro_loss(cfg: OPDConfig, model: nnx.Module, mb: dict[str, Any], old_from_policy: bool
+def opd_micro_loss(cfg: OPDConfig, model: nnx.Module, mb: RLBatch, old_from_policy: bool
                    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array, Metrics]]:
     """(loss_sum, (count, tokens, metrics)) of one micro-batch; `old_from_policy` is OP-RKD's pi_old."""
-    mask = mb["completion_mask"]
+    mask = mb.completion_mask
     logp, _ = completion_logprobs(model, mb, cfg.temperature, cfg.chunk_size)
-    old = jax.lax.stop_gradient(logp) if old_from_policy else mb["old_logp"]
-    loss, m = opd_loss(logp, old, mb["teacher_logp"], mask, gamma=cfg.gamma, eps_low=cfg.eps_low,
+    old = jax.lax.stop_gradient(logp) if old_from_policy else mb.old_logp
+    loss, m = opd_loss(logp, old, mb.teacher_logp, mask, gamma=cfg.gamma, eps_low=cfg.eps_low,
                        eps_high=cfg.eps_high, aggregation=cfg.aggregation, max_len=cfg.max_len)
     count = aggregate_count(mask, cfg.aggregation)
     tokens = jnp.sum((mask != 0).astype(jnp.float32))
     metrics = {**m, **batch_metrics(mb), "loss/pg": m["pg/loss"],
-               "rl/reverse_kl": masked_mean(jax.lax.stop_gradient(logp) - mb["teacher_logp"], mask)}
+               "rl/reverse_kl": masked_mean(jax.lax.stop_gradient(logp) - mb.teacher_logp, mask)}
     return loss * count, (count, tokens, metrics)
 
 
@@ -74,7 +74,8 @@ def _make(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: Ca
     needed = ("teacher_logp",) + (() if old_from_policy else ("old_logp",))
 
     return make_policy_step(graphdef, tx, schedule, lambda model, mb: opd_micro_loss(cfg, model, mb, old_from_policy),
-                            needed, state_sharding=state_sharding, frozen_sharding=frozen_sharding,
+                            needed, objective="OP-RKD" if old_from_policy else "Video-OPD",
+                            state_sharding=state_sharding, frozen_sharding=frozen_sharding,
                             batch_sharding=batch_sharding, donate=donate)
 
 

@@ -1,17 +1,8 @@
 """The RL step batch inside a jitted step: one forward over prompt ⊕ completions with the vision tower
 run ONCE per prompt, gradient accumulation with metrics, and the shared jit wrapper of every RL step.
 
-Batch layout (built on the host by `vtg_jax.rollout.packing.build_rl_batch`; A micro-batches of b
-prompts, each with G completions, R = b·G rows, row i·G + g = completion g of prompt i):
-
-    prompt_ids, prompt_mask        [A, b, P]     prompts RIGHT-aligned (left padding, as the sampler)
-    prompt_pos                     [A, 3, b, P]  M-RoPE ids of the prompt (processor / get_rope_index)
-    pixel_values_videos            [A, b·Pv, D]  packed rows of the b prompts' videos (train/batch.py)
-    vision_inputs                  {k: [A, ...]}
-    completions, completion_mask   [A, R, N]     sampled (or ground-truth) tokens, right-padded
-    completion_pos                 [A, 3, R, N]  last prompt position + 1 + k on each axis (as HF generate)
-    old_logp [A, R, N], advantages [A, R], rewards [A, R], off_policy [A, R]
-    ref_logp / teacher_logp        [A, R, N]     optional: precomputed by `sampling.score`
+The batch is an `RLBatch` (layout in its docstring), built on the host by
+`vtg_jax.rollout.packing.build_rl_batch` and, as abstract shapes, by `vtg_jax.plan.shapes.rl_batch`.
 
 Why the vision tower runs once per prompt: `model.embed` (visual tower + `scatter_visual`, the
 model's public pieces) is applied to the b prompts only, and its embeddings and DeepStack additions are
@@ -26,53 +17,97 @@ positions.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import nnx, struct
 
 from vtg_jax.losses import masked_mean, token_logprobs
 
 Metrics = dict[str, jax.Array]
+Array = Any  # np.ndarray on the host, jax.Array (or a ShapeDtypeStruct in the plan) in the step
 
 
-def completion_logits(model: nnx.Module, mb: dict[str, Any]) -> jax.Array:
+@struct.dataclass
+class RLBatch:
+    """The RL step batch: A micro-batches of b prompts, each with G completions, R = b·G rows, row
+    i·G + g = completion g of prompt i. A pytree: one sharding in `jax.jit(in_shardings=...)` applies
+    to every array, and the optional fields are None (no leaves) when absent.
+
+        prompt_ids, prompt_mask        [A, b, P]     prompts RIGHT-aligned (left padding, as the sampler)
+        prompt_pos                     [A, 3, b, P]  M-RoPE ids of the prompt (processor / get_rope_index)
+        completions, completion_mask   [A, R, N]     sampled (or ground-truth) tokens, right-padded
+        completion_pos                 [A, 3, R, N]  last prompt position + 1 + k on each axis (as HF generate)
+        old_logp [A, R, N], advantages [A, R], rewards [A, R], off_policy [A, R] (bool)
+        ref_logp / teacher_logp        [A, R, N]     optional: precomputed by `sampling.score`
+        pixel_values_videos            [A, b·Pv, D]  optional: packed rows of the b prompts' videos (train/batch.py)
+        vision_inputs                  {k: [A, ...]} optional: the vision tower's index arrays of those rows
+    """
+
+    prompt_ids: Array
+    prompt_mask: Array
+    prompt_pos: Array
+    completions: Array
+    completion_mask: Array
+    completion_pos: Array
+    old_logp: Array
+    advantages: Array
+    rewards: Array
+    off_policy: Array
+    ref_logp: Optional[Array] = None
+    teacher_logp: Optional[Array] = None
+    pixel_values_videos: Optional[Array] = None
+    vision_inputs: Optional[dict[str, Array]] = None
+
+
+def require_fields(batch: Any, fields: Sequence[str], objective: str) -> None:
+    """Checks at trace time that `batch` is an RLBatch holding every optional field `objective` needs:
+    TypeError for another type, ValueError naming the missing (None) fields."""
+    if not isinstance(batch, RLBatch):
+        raise TypeError(f"{objective} takes an RLBatch (rollout.packing.build_rl_batch), got {type(batch).__name__}")
+    missing = [f for f in fields if getattr(batch, f) is None]
+    if missing:
+        raise ValueError(f"{objective} needs the RL batch field(s) {missing}: pass "
+                         f"{', '.join(f'{f}=...' for f in missing)} to build_rl_batch")
+
+
+def completion_logits(model: nnx.Module, mb: RLBatch) -> jax.Array:
     """Logits [R, N, V] at the positions that predict each completion token, for one micro-batch."""
-    ids, pmask = mb["prompt_ids"], mb["prompt_mask"]
-    comp, cmask = mb["completions"], mb["completion_mask"]
+    ids, pmask = mb.prompt_ids, mb.prompt_mask
+    comp, cmask = mb.completions, mb.completion_mask
     b, plen = ids.shape
     rows, n = comp.shape
     if rows % b:
         raise ValueError(f"{rows} completion rows are not a whole number of completions per {b} prompts")
     g = rows // b
     rep = (lambda x: x) if g == 1 else (lambda x: jnp.repeat(x, g, axis=0))
-    prompt_emb, deepstack = model.embed(ids, None, mb.get("pixel_values_videos"), mb.get("vision_inputs"))
+    prompt_emb, deepstack = model.embed(ids, None, mb.pixel_values_videos, mb.vision_inputs)
     comp_emb = model.language_model.embed_tokens(comp).astype(prompt_emb.dtype)
     embeds = jnp.concatenate([rep(prompt_emb), comp_emb], axis=1)
     zeros = jnp.zeros_like(comp_emb)
     deepstack = [jnp.concatenate([rep(d), zeros.astype(d.dtype)], axis=1) for d in deepstack]
     mask = jnp.concatenate([rep(pmask), cmask], axis=1).astype(jnp.int32)
-    pos = jnp.concatenate([jnp.repeat(mb["prompt_pos"], g, axis=1), mb["completion_pos"]], axis=2)
+    pos = jnp.concatenate([jnp.repeat(mb.prompt_pos, g, axis=1), mb.completion_pos], axis=2)
     out = model.language_model(embeds, pos, attention_mask=mask, deepstack=deepstack)
     hidden = out["last_hidden_state"][:, plen - 1:plen - 1 + n]
     return model.logits(hidden).astype(jnp.float32)
 
 
-def completion_logprobs(model: nnx.Module, mb: dict[str, Any], temperature: float = 1.0,
+def completion_logprobs(model: nnx.Module, mb: RLBatch, temperature: float = 1.0,
                         chunk_size: Optional[int] = None) -> tuple[jax.Array, jax.Array]:
     """(log softmax(logits / T)[token] [R, N], logits [R, N, V]) of the micro-batch's completions."""
     logits = completion_logits(model, mb)
-    return token_logprobs(logits, mb["completions"], temperature, chunk_size), logits
+    return token_logprobs(logits, mb.completions, temperature, chunk_size), logits
 
 
-def finite_inputs(mb: dict[str, Any], keys: tuple[str, ...]) -> jax.Array:
-    """True iff every listed per-row / per-token input is finite where it is used (completion mask for
+def finite_inputs(mb: RLBatch, keys: tuple[str, ...]) -> jax.Array:
+    """True iff every listed per-row / per-token field is finite where it is used (completion mask for
     [R, N] arrays). A non-finite reward or log-prob makes the step skip the update (counted, not a crash)."""
     ok = jnp.array(True)
-    valid = mb["completion_mask"] != 0
+    valid = mb.completion_mask != 0
     for k in keys:
-        x = mb[k]
+        x = getattr(mb, k)
         ok &= jnp.all(jnp.where(valid, jnp.isfinite(x), True)) if x.shape == valid.shape else jnp.all(jnp.isfinite(x))
     return ok
 
@@ -86,12 +121,12 @@ def aggregate_count(mask: jax.Array, aggregation: str) -> jax.Array:
     return jnp.sum(jnp.any(m, axis=-1).astype(jnp.float32))
 
 
-def batch_metrics(mb: dict[str, Any]) -> Metrics:
+def batch_metrics(mb: RLBatch) -> Metrics:
     """Per-micro-batch passthrough metrics of the rollout (rewards / advantages / lengths)."""
-    valid = jnp.any(mb["completion_mask"] != 0, axis=-1)
-    return {"reward/mean": masked_mean(jnp.where(jnp.isfinite(mb["rewards"]), mb["rewards"], 0.0), valid),
-            "rl/adv_mean": masked_mean(mb["advantages"], valid),
-            "rl/adv_abs_mean": masked_mean(jnp.abs(mb["advantages"]), valid),
-            "rl/completion_len": masked_mean(jnp.sum(mb["completion_mask"], -1).astype(jnp.float32), valid)}
+    valid = jnp.any(mb.completion_mask != 0, axis=-1)
+    return {"reward/mean": masked_mean(jnp.where(jnp.isfinite(mb.rewards), mb.rewards, 0.0), valid),
+            "rl/adv_mean": masked_mean(mb.advantages, valid),
+            "rl/adv_abs_mean": masked_mean(jnp.abs(mb.advantages), valid),
+            "rl/completion_len": masked_mean(jnp.sum(mb.completion_mask, -1).astype(jnp.float32), valid)}
 
 

@@ -15,13 +15,13 @@ import optax
 from flax import nnx
 
 from vtg_jax.train.integrity import all_finite
-from vtg_jax.train.rl_batch import Metrics, finite_inputs
+from vtg_jax.train.rl_batch import Metrics, RLBatch, finite_inputs, require_fields
 from vtg_jax.train.state import TrainState, merge_model
 
 
-def accumulate_grads(loss_fn: Callable, params: Any, batch: dict[str, Any]
-                     ) -> tuple[Any, jax.Array, jax.Array, Metrics]:
-    """Sums over the leading micro-batch axis (lax.scan) of `loss_fn(params, mb) -> (loss_sum, aux)`.
+def accumulate_grads(loss_fn: Callable, params: Any, batch: Any) -> tuple[Any, jax.Array, jax.Array, Metrics]:
+    """Sums over the leading micro-batch axis (lax.scan) of `loss_fn(params, mb) -> (loss_sum, aux)`;
+    `batch` is any pytree whose arrays lead with that axis (SFT's dict, an `RLBatch`).
 
     `aux` is `count` (tokens the loss is summed over) or `(count, weight, metrics)`, where `metrics` is a
     dict of per-micro-batch values to be averaged with weights `weight` (e.g. its token count). Returns
@@ -108,14 +108,17 @@ def finish_step(state: TrainState, tx: optax.GradientTransformation, schedule: C
 
 
 def make_policy_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: Callable,
-                     micro_loss: Callable[[nnx.Module, dict[str, Any]], Any], needed: tuple[str, ...], *,
-                     state_sharding: Any = None, frozen_sharding: Any = None, batch_sharding: Any = None,
-                     donate: bool = True) -> Callable:
+                     micro_loss: Callable[[nnx.Module, RLBatch], Any], needed: tuple[str, ...], *,
+                     objective: str = "the step", state_sharding: Any = None, frozen_sharding: Any = None,
+                     batch_sharding: Any = None, donate: bool = True) -> Callable:
     """The step every rollout objective shares: `micro_loss(model, mb) -> (loss_sum, (count, tokens,
-    metrics))` accumulated over micro-batches, batch inputs `needed` checked finite (a NaN reward or
-    log-prob skips the update), then `finish_step`; jitted once with `state` donated."""
+    metrics))` accumulated over the micro-batches of an `RLBatch`, whose fields `needed` must be present
+    (a clear error naming `objective` when tracing a batch without them) and are checked finite (a NaN
+    reward or log-prob skips the update), then `finish_step`; jitted once with `state` donated."""
 
-    def step(state: TrainState, frozen: Any, batch: dict[str, Any]) -> tuple[TrainState, Metrics]:
+    def step(state: TrainState, frozen: Any, batch: RLBatch) -> tuple[TrainState, Metrics]:
+        require_fields(batch, needed, objective)
+
         def loss_fn(params, mb):
             return micro_loss(merge_model(graphdef, params, frozen), mb)
 
