@@ -140,5 +140,6 @@ def test_no_reference_to_files_outside_the_repository(folder):
         for name in files:
             if name.endswith((".py", ".md", ".sh")):
                 path = os.path.join(base, name)
-                hits += [f"{path}:{k}" for k, line in enumerate(open(path, errors="replace"), 1) if pattern.search(line)]
+                lines = enumerate(open(path, errors="replace"), 1)
+                hits += [f"{path}:{k}" for k, line in lines if pattern.search(line)]
     assert not hits, "\n".join(hits)

@@ -17,7 +17,7 @@ from vtg_jax.plan.hardware import CHIPS, Chip, Target, parse_target
 from vtg_jax.plan.planner import parse_oom
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "tests", "train"))
+sys.path.insert(0, os.path.join(REPO, "tests", "run"))
 from loop_helpers import load_recipe  # noqa: E402
 
 

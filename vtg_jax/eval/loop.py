@@ -19,6 +19,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from vtg_jax.data.loader import PrepareExample, SKIP_KEY, collate
+from vtg_jax.data.run_data import RunData
 from vtg_jax.eval.metrics import grounding_metrics, prediction_ious
 from vtg_jax.eval.qvhighlights import HL_MIN_SCORES, full_video_saliency, highlight_metrics, moment_retrieval_metrics
 from vtg_jax.rewards.highlight import parse_highlight
@@ -50,7 +51,7 @@ def _batches(examples: Iterable[tuple[int, dict]], batch_size: int):
             yield emit(group)
 
 
-def prompt_batches(run_data: Any, split: str, records: list, batch_size: int, counts: dict):
+def prompt_batches(run_data: RunData, split: str, records: list, batch_size: int, counts: dict):
     """Yields (record positions, sampler inputs of their prompts) in `_batches` order; adds the number
     of skipped records to `counts["skipped"]`: the loader's per-record preparation returns a skip marker
     (logged) for a record whose video fails to load or whose example exceeds the buckets."""
@@ -70,7 +71,7 @@ def prompt_batches(run_data: Any, split: str, records: list, batch_size: int, co
         yield idx, sampler_inputs(prompt_only(collate(exs, run_data.buckets)))
 
 
-def completion_text(run_data: Any, out: dict, row: int, sample: int) -> str:
+def completion_text(run_data: RunData, out: dict, row: int, sample: int) -> str:
     """The decoded text of `generate` output (row, sample), without its end-of-sequence token."""
     ids = out["tokens"][row, sample, :out["lengths"][row, sample]]
     return run_data.decode([t for t in ids if t != run_data.eos_id])
@@ -170,7 +171,7 @@ def qvhighlights_metrics(records: list, texts: list[str], preds: list, clip_seco
     return {k: float(v) for k, v in out.items() if isinstance(v, (int, float, np.floating))}
 
 
-def evaluate(model: Any, run_data: Any, split: str, *, batch_size: int = 16, max_new_tokens: int = 16,
+def evaluate(model: Any, run_data: RunData, split: str, *, batch_size: int = 16, max_new_tokens: int = 16,
              num: Optional[int] = None, out_path: Optional[str] = None, mesh: Any = None,
              extra: Optional[dict] = None) -> dict[str, float]:
     """Greedy R@m / mIoU of `model` on the first `num` (None: all) records of `split` of a `RunData`.

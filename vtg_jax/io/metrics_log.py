@@ -14,7 +14,7 @@ metrics.jsonl format: one JSON object per `log` call, `{"step": int, "wall_time"
 keys in the order given. Non-finite values (NaN, ±inf) become NaN in TensorBoard and `null` in the jsonl
 (strict JSON that jq / pandas / any language reads; `read_jsonl` turns null back into NaN).
 
-Resume semantics (defined here, tested in tests/train/test_metrics_log.py). `start_step` is the step of
+Resume semantics (defined here, tested in tests/io/test_metrics_log.py). `start_step` is the step of
 the restored checkpoint: the run has completed `start_step` updates and its next `log` call is for a
 later step. On construction the main process rewrites metrics.jsonl keeping only lines with
 `step <= start_step` (lines a killed run wrote past its last checkpoint are dropped, as is a torn last

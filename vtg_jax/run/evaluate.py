@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+from vtg_jax.data.run_data import RunData
 from vtg_jax.eval.baselines import trivial_baselines
 from vtg_jax.eval.loop import evaluate
 from vtg_jax.io.checkpoint import export_hf
@@ -13,7 +14,7 @@ from vtg_jax.run.model_setup import HF_EXPORT_DIR
 from vtg_jax.run.preamble import open_run
 
 
-def run_evaluations(model: Any, run_data: Any, config: Any, workdir: str, step: int, mesh: Any,
+def run_evaluations(model: Any, run_data: RunData, config: Any, workdir: str, step: int, mesh: Any,
                     tag: str = "") -> dict[str, float]:
     """Greedy evaluation on every configured split; the first split's figures are `eval/<metric>`,
     the others `eval/<split>/<metric>`. Predictions go to predictions/<split>_step<step>.jsonl."""
@@ -27,7 +28,7 @@ def run_evaluations(model: Any, run_data: Any, config: Any, workdir: str, step: 
     return out
 
 
-def evaluate_split(model: Any, run_data: Any, config: Any, split: str, workdir: str, name: str, mesh: Any,
+def evaluate_split(model: Any, run_data: RunData, config: Any, split: str, workdir: str, name: str, mesh: Any,
                     extra: Optional[dict] = None) -> dict[str, float]:
     """`eval.loop.evaluate` with the config's eval settings; predictions to predictions/<name>.jsonl."""
     path = os.path.join(workdir, "predictions", f"{name}.jsonl") if is_main_process() else None
@@ -35,14 +36,14 @@ def evaluate_split(model: Any, run_data: Any, config: Any, split: str, workdir: 
                     max_new_tokens=config.eval.max_new_tokens, out_path=path, mesh=mesh, extra=extra)
 
 
-def split_baselines(run_data: Any, config: Any, split: str) -> dict:
+def split_baselines(run_data: RunData, config: Any, split: str) -> dict:
     """Video-blind baselines (`eval.baselines.trivial_baselines`) of the records an eval of `split` scores."""
     recs = run_data.splits[split]
     num = config.eval.num  # None: the whole split
     return trivial_baselines(recs if num is None else recs[:num], run_data.splits["train"] or None)
 
 
-def baselines(run_data: Any, config: Any) -> Optional[dict]:
+def baselines(run_data: RunData, config: Any) -> Optional[dict]:
     """The baselines of the first configured split that has records (the one reported as `eval/`)."""
     for split in config.eval.splits:
         if run_data.splits.get(split):

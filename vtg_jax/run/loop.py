@@ -13,7 +13,7 @@ What a run writes to its workdir:
 Resume: a run restarted with the same workdir restores the latest readable checkpoint (state,
 optimizer, step, PRNG key, loader position) and continues; since rollouts are seeded by (key, step)
 and the loader resumes mid-epoch, the continued run is bitwise the uninterrupted one on CPU
-(tests/train/test_loop.py kills a run with SIGKILL to check). SIGTERM (a preemption) saves and exits.
+(tests/run/test_loop.py kills a run with SIGKILL to check). SIGTERM (a preemption) saves and exits.
 
 Parallelism: parameters, optimizer state and frozen models are sharded over the (data, fsdp, tensor)
 mesh by their logical names; every process reads the whole global batch and passes it replicated, and
@@ -39,6 +39,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from vtg_jax.algorithms import registry
 from vtg_jax.algorithms.context import RunContext
+from vtg_jax.data.run_data import RunData
 from vtg_jax.io.checkpoint import Checkpointer, CheckpointSaveError, export_hf, jsonable_config
 from vtg_jax.io.metrics_log import MetricsLogger
 from vtg_jax.io.workdir import load_json, save_json
@@ -62,7 +63,7 @@ STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBI
 KEY_METRICS = ("loss/total", "reward/total", "rl/kl_ref", "rl/reverse_kl", "eval/mIoU")
 
 
-def load_metrics(run_data: Any) -> dict[str, int]:
+def load_metrics(run_data: RunData) -> dict[str, int]:
     """What reading each records file read, kept, dropped and fixed, as `data/<split>/<count>` metrics
     (e.g. `data/train/dropped/bad_number`); logged once, with the first metrics line of a run."""
     stats = getattr(run_data, "load_stats", None) or {}

@@ -39,6 +39,7 @@ import numpy as np
 from vtg_jax.curriculum import (aggregated_reverse_kl, time_r1_gaussian_sample, topk_mean_iou, tvdf_select,
                                 tvg_r1_coldstart_filter, tvg_r1_rl_filter)
 from vtg_jax.data.records import read_jsonl, write_jsonl
+from vtg_jax.data.run_data import RunData
 from vtg_jax.eval.loop import completion_text, prompt_batches
 from vtg_jax.eval.metrics import prediction_ious
 from vtg_jax.io.workdir import save_json
@@ -53,7 +54,7 @@ METHODS = SELECT_METHODS
 SELECTED = "selected.jsonl"
 
 
-def sample_predictions(model: Any, run_data: Any, records: list, *, num_samples: int, temperature: float,
+def sample_predictions(model: Any, run_data: RunData, records: list, *, num_samples: int, temperature: float,
                        max_new_tokens: int, batch_size: int, seed: int, mesh: Any = None,
                        judge: Any = None) -> dict[str, Any]:
     """`num_samples` answers of `model` per record of the train split's `records` (a prefix or subset).
@@ -121,7 +122,7 @@ def _excluded_qids(spec: str) -> set:
     return out
 
 
-def _pool(run_data: Any, s: Any) -> tuple[list, int]:
+def _pool(run_data: RunData, s: Any) -> tuple[list, int]:
     records = run_data.splits["train"]
     excluded = _excluded_qids(s.exclude)
     pool = [r for r in records if r.qid not in excluded]

@@ -166,7 +166,7 @@ def test_grpo_raises_mean_reward(tmp_path, cache):
 # OPD's target (reverse KL to the teacher) is checked at the step level (tests/train/test_rl_distill.py,
 # exact KL, 16 samples per prompt); in this loop (one rollout per video, Adam, random tiny models) it is
 # noise-dominated over a test's few steps, so here OPD is checked to run end to end.
-# Slow: every algorithm runs one paper-knob step in the default suite (tests/train/test_paper_recipes.py).
+# Slow: every algorithm runs one paper-knob step in the default suite (tests/run/test_paper_recipes.py).
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["opd", "op_rkd", "op_fkd", "tempsamp", "longvtg"])
 def test_other_recipes_run_end_to_end(tmp_path, cache, name):
