@@ -5,11 +5,13 @@ import dataclasses
 from typing import Any, Callable, Optional
 
 import jax
+import numpy as np
 from flax import nnx
 
 from vtg_jax.data.run_data import RunData
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
-from vtg_jax.train.state import TrainState
+from vtg_jax.rollout.samples import rollout_seed, sample_completions, score_completions
+from vtg_jax.train.state import TrainState, merge_model
 
 # iterate(state, loader batch, step) -> (state, metrics): one update of the policy
 Iteration = Callable[[TrainState, dict, int], tuple[TrainState, dict]]
@@ -43,6 +45,19 @@ class RunContext:
         if self.batch_sharding is None:
             return batch
         return jax.device_put(batch, self.batch_sharding)
+
+    def sample(self, state: TrainState, prompts: dict, step: int, num_samples: int) -> tuple[dict, dict]:
+        """(sampler inputs, `sampling.generate` outputs) of `num_samples` completions per prompt of the
+        current policy, seeded by (the run's checkpointed seed, `step`) so that a resumed run draws the same."""
+        policy = merge_model(self.graphdef, state.params, self.frozen)
+        return sample_completions(policy, prompts, num_samples=num_samples, rollout=self.config.rollout,
+                                  seed=rollout_seed(self.seed, step), eos_id=self.run_data.eos_id, mesh=self.mesh)
+
+    def score(self, model: nnx.Module, inputs: dict, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Per-token log-probs [B, G, N] of a frozen `model` (teacher, reference) for the completions, at
+        the rollout temperature."""
+        return score_completions(model, inputs, tokens, lengths, temperature=self.config.rollout.temperature,
+                                 mesh=self.mesh)
 
     def step_shardings(self) -> dict:
         """The shardings a step factory takes (all None on one device)."""

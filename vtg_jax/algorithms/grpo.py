@@ -13,11 +13,9 @@ from vtg_jax.rl import group_advantages
 from vtg_jax.rollout.packing import build_rl_batch, rollout_rewards
 from vtg_jax.rollout.prompts import answer_token_lists, prompt_only
 from vtg_jax.rollout.rewards import reward_spec
-from vtg_jax.rollout.samples import (ground_truth_completions, rollout_seed, sample_completions,
-                                     score_completions)
+from vtg_jax.rollout.samples import ground_truth_completions
 from vtg_jax.rollout.tempsamp import tempsamp_group
 from vtg_jax.train.grpo import GRPOConfig, make_grpo_step
-from vtg_jax.train.state import merge_model
 
 
 def grpo_config(c: Any) -> GRPOConfig:
@@ -61,9 +59,7 @@ def _iteration(ctx: RunContext, tempsamp: bool) -> Iteration:
     def iterate(state, batch, step):
         t0 = time.perf_counter()
         prompts = prompt_only(batch)
-        policy = merge_model(ctx.graphdef, state.params, ctx.frozen)
-        inputs, out = sample_completions(policy, prompts, num_samples=g, rollout=c.rollout,
-                                         seed=rollout_seed(ctx.seed, step), eos_id=ctx.run_data.eos_id, mesh=ctx.mesh)
+        inputs, out = ctx.sample(state, prompts, step, g)
         t1 = time.perf_counter()
         spans, durations = batch["span"], batch["duration"]  # the loader batch's ground truth
         rew, host = rollout_rewards(spec, decode, out["tokens"], out["lengths"], spans, durations)
@@ -80,8 +76,7 @@ def _iteration(ctx: RunContext, tempsamp: bool) -> Iteration:
             adv = np.asarray(group_advantages(rew, std=std))
         ref = None
         if cfg.kl != "none":
-            ref = score_completions(ctx.reference, inputs, tokens, lengths, temperature=c.rollout.temperature,
-                                    mesh=ctx.mesh)
+            ref = ctx.score(ctx.reference, inputs, tokens, lengths)
         t2 = time.perf_counter()
         rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, logp, adv, rewards=rew, ref_logp=ref,
                             off_policy=off, num_micro=c.micro_batches,

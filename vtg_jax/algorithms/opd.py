@@ -11,10 +11,8 @@ from vtg_jax.algorithms.context import Iteration, RunContext, optional_float
 from vtg_jax.rollout.packing import build_rl_batch, rollout_rewards, sampler_inputs
 from vtg_jax.rollout.prompts import answer_token_lists, prompt_only
 from vtg_jax.rollout.rewards import reward_spec
-from vtg_jax.rollout.samples import (ground_truth_completions, rollout_seed, sample_completions,
-                                     score_completions)
+from vtg_jax.rollout.samples import ground_truth_completions
 from vtg_jax.train.opd import OPDConfig, make_op_rkd_step, make_opd_step
-from vtg_jax.train.state import merge_model
 
 
 def opd_config(c: Any, default_aggregation: str = "token-mean") -> OPDConfig:
@@ -51,10 +49,7 @@ def _iteration(ctx: RunContext, on_policy: bool) -> Iteration:
         prompts = prompt_only(batch)
         spans, durations = batch["span"], batch["duration"]  # the loader batch's ground truth
         if on_policy:
-            policy = merge_model(ctx.graphdef, state.params, ctx.frozen)
-            inputs, out = sample_completions(policy, prompts, num_samples=1, rollout=c.rollout,
-                                             seed=rollout_seed(ctx.seed, step), eos_id=ctx.run_data.eos_id,
-                                             mesh=ctx.mesh)
+            inputs, out = ctx.sample(state, prompts, step, 1)
             tokens, lengths, logp = out["tokens"], out["lengths"], out["logprobs"]
             _, host = rollout_rewards(spec, ctx.run_data.decode, tokens, lengths, spans, durations)
         else:
@@ -62,8 +57,7 @@ def _iteration(ctx: RunContext, on_policy: bool) -> Iteration:
             tokens, lengths = ground_truth_completions(answer_token_lists(batch))
             logp, host = np.zeros(tokens.shape, np.float32), {}
         t1 = time.perf_counter()
-        teacher_logp = score_completions(ctx.teacher, inputs, tokens, lengths, temperature=c.rollout.temperature,
-                                         mesh=ctx.mesh)
+        teacher_logp = ctx.score(ctx.teacher, inputs, tokens, lengths)
         t2 = time.perf_counter()
         n = max(c.rollout.max_new_tokens, tokens.shape[-1])
         rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, logp, np.zeros(lengths.shape, np.float32),

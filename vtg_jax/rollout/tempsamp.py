@@ -5,8 +5,8 @@
     batch = build_rl_batch(cfg, prompts, tokens, lengths, old_logp, adv, rewards=rewards, off_policy=off)
     state, metrics = tempsamp_step(state, frozen, batch)
 
-The step is the GRPO step (`train.grpo.make_tempsamp_step` = `make_grpo_step`): the off-policy row's "old" log-prob is the current
-policy's own (stop-gradient) log-prob, so its importance ratio is exactly 1 (TempSamp-R1 §3.1: with
+The step is the GRPO step (`train.grpo.make_tempsamp_step` = `make_grpo_step`): the off-policy row's "old"
+log-prob is the current policy's own (stop-gradient) log-prob, so its importance ratio is exactly 1 (TempSamp-R1 §3.1: with
 pi_old = pi_theta "the importance weights collapse to unity, eliminating the need for ratio clipping"),
 and its update is A_G · grad log pi_theta(o_G | q), the advantage of eq. 2/3/4. `rl/off_policy_ratio`
 reports that ratio. The advantage mode is a host-side choice (`rl.tempsamp_advantages`), so the step

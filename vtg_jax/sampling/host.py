@@ -2,10 +2,10 @@
 strings.
 
 Static shapes (programs are jitted once per shape, so shapes must not vary per prompt): a prompt batch
-is left-padded to a power-of-two bucket (`bucket_length`) and the number of new tokens is rounded up to a multiple of `NEW_TOKEN_ROUND`, so
-the KV cache length is `bucket + round_up(max_new_tokens)` and a run compiles one prefill and one decode
-program per (bucket, batch, visual-grid shape), not one per prompt length. Extra left padding changes
-nothing numerically: pads are masked, and the positions below ignore them.
+is left-padded to a power-of-two bucket (`bucket_length`) and the number of new tokens is rounded up to a
+multiple of `NEW_TOKEN_ROUND`, so the KV cache length is `bucket + round_up(max_new_tokens)` and a run
+compiles one prefill and one decode program per (bucket, batch, visual-grid shape), not one per prompt
+length. Extra left padding changes nothing numerically: pads are masked, and the positions below ignore them.
 """
 from __future__ import annotations
 
