@@ -1,7 +1,9 @@
 """Every attention implementation (attention.py) and the custom-VJP Linear give the same values and
 gradients as the reference paths: padding masks, GQA, causal chunking (incl. a ragged last chunk),
 prefill into a longer cache, KV-cache decode at a traced offset, vision-style segment masks, and the
-whole model with either implementation."""
+whole model with either implementation. The splash kernel runs in Pallas' interpreter here (the same
+kernel code the TPU compiles); cuDNN cannot run on a CPU, so its wrapper's reordering and lengths are
+checked through `jax.nn.dot_product_attention`'s XLA implementation with the same arguments."""
 from __future__ import annotations
 
 import jax
@@ -28,20 +30,22 @@ def _qkv(b, t, s, n, k, hd, seed=0):
             jax.random.normal(ks[2], (b, s, k, hd)))
 
 
-def _check(fn, q, k, v, rows):
-    """Values and gradients of fn(impl) agree on `rows` (bool [B, T]: queries that see a key)."""
+def _check(fn, q, k, v, rows, impls=("chunked",)):
+    """Values and gradients of fn(impl) for each of `impls` agree with fn("xla") on `rows` (bool [B, T]:
+    queries that see a key)."""
     w = jax.random.normal(jax.random.key(9), q.shape)
     res = {}
-    for impl in ("xla", "chunked"):
+    for impl in ("xla",) + tuple(impls):
         def loss(q, k, v, impl=impl):
             out = fn(q, k, v, impl)
             return jnp.sum(jnp.where(rows[:, :, None, None], out * w, 0.0))
         out = jax.jit(lambda q, k, v, impl=impl: fn(q, k, v, impl))(q, k, v)
         grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
         res[impl] = (np.asarray(out)[np.asarray(rows)], grads)
-    np.testing.assert_allclose(res["chunked"][0], res["xla"][0], atol=TOL, rtol=TOL)
-    for a, b in zip(res["chunked"][1], res["xla"][1]):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=TOL, rtol=TOL)
+    for impl in impls:
+        np.testing.assert_allclose(res[impl][0], res["xla"][0], atol=TOL, rtol=TOL, err_msg=impl)
+        for a, b in zip(res[impl][1], res["xla"][1]):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=TOL, rtol=TOL, err_msg=impl)
 
 
 def test_causal_gqa_padding_chunked(small_chunks):
@@ -113,7 +117,7 @@ def test_impl_choice():
     with pytest.raises(ValueError):
         check_impl("flash")
     assert resolve_impl("xla") == "xla" and resolve_impl("chunked") == "chunked"
-    assert resolve_impl("auto") == ("chunked" if jax.default_backend() == "cpu" else "xla")
+    assert resolve_impl("auto") == ("chunked" if jax.default_backend() == "cpu" else resolve_impl("auto", platform=jax.default_backend()))
 
 
 @pytest.mark.parametrize("din,dout", [(6, 20), (20, 6)])

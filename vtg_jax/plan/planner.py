@@ -8,7 +8,8 @@ Per program, per chip: argument / output / temp bytes from the compiled executab
 teacher while the policy updates, ...), giving the peak against the chip's HBM; FLOPs and bytes
 accessed from `cost_analysis()` (XLA counts a loop body once, so a program's figures are multiplied
 by its `calls`: decode steps, micro-batches; for the update this counts the optimizer's own small cost
-once per micro-batch); roofline time = max(FLOPs / peak FLOP/s, bytes / HBM bandwidth). Per
+once per micro-batch); roofline time = max(FLOPs / peak FLOP/s, bytes / HBM bandwidth), where FLOPs are
+at least the program's model FLOPs per chip (XLA does not count inside Pallas kernels). Per
 iteration: the sum over its programs, the model FLOPs (`plan.flops`) and the roofline MFU = model
 FLOPs / (chips x peak x roofline time). A program the compiler refuses for lack of HBM is reported
 with what it asked for and the shortfall.
@@ -133,7 +134,10 @@ def measure(program: Program, compiled: Any, target: Target, resident: int) -> P
     r.flops, r.bytes_accessed = flops * program.calls, accessed * program.calls
     chip = target.chip
     if chip.peak_flops and chip.hbm_bandwidth:
-        r.roofline_s = max(r.flops / chip.peak_flops, r.bytes_accessed / chip.hbm_bandwidth)
+        # A Pallas kernel (splash attention) is a custom call whose FLOPs `cost_analysis` does not count;
+        # the model FLOPs are a floor on the work, so the compute term never drops below them.
+        compute = max(r.flops, r.model_flops / target.num_chips)
+        r.roofline_s = max(compute / chip.peak_flops, r.bytes_accessed / chip.hbm_bandwidth)
     if chip.hbm_bytes:
         r.fits = r.peak_bytes <= chip.hbm_bytes
         r.shortfall_bytes = max(0, r.peak_bytes - chip.hbm_bytes)
@@ -165,7 +169,7 @@ def plan(config: Any, target: Target, *, only: tuple[str, ...] = (), recipe: str
     """Builds, compiles (one at a time) and measures every program of one iteration of `config`."""
     devices = target_devices(target)
     mesh = mesh_from_config(config.mesh, devices)
-    run = abstract_run(config, mesh, target.platform)
+    run = abstract_run(config, mesh)
     resident = {name: shard_bytes(tree) for name, tree in run.resident().items()}  # an evaluation: no opt_state
     programs = iteration_programs(run)
     reports: list[ProgramReport] = []

@@ -1,6 +1,6 @@
 """Every jitted program of one iteration of a recipe, built on abstract inputs and ready to lower.
 
-    run = abstract_run(config, mesh, platform)   # models as ShapeDtypeStructs with their shardings
+    run = abstract_run(config, mesh)   # models as ShapeDtypeStructs with their shardings
     for program in iteration_programs(config, run):
         lowered = program.lower()               # traced and lowered by the loop's own step factories
 
@@ -120,14 +120,13 @@ def _config_of(section: Any) -> QwenVLConfig:
                      "HF directory with a config.json)")
 
 
-def _abstract_module(section: Any, platform: str, seed: int) -> QwenVL:
+def _abstract_module(section: Any, seed: int) -> QwenVL:
+    """The section's model, abstract. Its "auto" attention resolves while tracing for the mesh's
+    platform (every program is traced under `sharded_call`), not for this host's backend."""
     opts = model_options(section)
-    impl = opts["attention_impl"]
-    if impl == "auto":  # resolved for the TARGET, not this host's backend
-        impl = "chunked" if platform == "cpu" else "xla"
     cfg = _config_of(section)
     return nnx.eval_shape(lambda: QwenVL(cfg, dtype=opts["dtype"], param_dtype=opts["param_dtype"],
-                                         remat=opts["remat"], attention_impl=impl, rngs=nnx.Rngs(seed)))
+                                         remat=opts["remat"], attention_impl=opts["attention_impl"], rngs=nnx.Rngs(seed)))
 
 
 def with_shardings(tree: Any, mesh: jax.sharding.Mesh) -> Any:
@@ -137,15 +136,15 @@ def with_shardings(tree: Any, mesh: jax.sharding.Mesh) -> Any:
                         shardings, tree)
 
 
-def _frozen_model(section: Any, mesh: jax.sharding.Mesh, platform: str, seed: int) -> AbstractModel:
-    module = _abstract_module(section, platform, seed)
+def _frozen_model(section: Any, mesh: jax.sharding.Mesh, seed: int) -> AbstractModel:
+    module = _abstract_module(section, seed)
     graphdef, state = nnx.split(module)
     return AbstractModel(module.cfg, graphdef, with_shardings(state, mesh))
 
 
-def abstract_run(config: Any, mesh: jax.sharding.Mesh, platform: str) -> AbstractRun:
+def abstract_run(config: Any, mesh: jax.sharding.Mesh) -> AbstractRun:
     """The run's models and optimizer state as the loop would build them, abstractly."""
-    module = _abstract_module(config.model, platform, int(config.seed))
+    module = _abstract_module(config.model, int(config.seed))
     graphdef, params, frozen = split_model(module, bool(config.model.freeze_vision))
     algorithm = registry.get(config.algorithm)
     tx, schedule = make_optimizer(optim_config(config)) if algorithm.trains else (None, None)
@@ -156,9 +155,9 @@ def abstract_run(config: Any, mesh: jax.sharding.Mesh, platform: str) -> Abstrac
                       graphdef=graphdef, train_state=with_shardings(state, mesh), frozen=with_shardings(frozen, mesh),
                       tx=tx, schedule=schedule)
     if algorithm.uses_teacher(config):
-        run.teacher = _frozen_model(config.teacher, mesh, platform, int(config.seed) + 1)
+        run.teacher = _frozen_model(config.teacher, mesh, int(config.seed) + 1)
     if algorithm.uses_reference(config):
-        run.reference = _frozen_model(reference_section(config), mesh, platform, int(config.seed))
+        run.reference = _frozen_model(reference_section(config), mesh, int(config.seed))
     return run
 
 

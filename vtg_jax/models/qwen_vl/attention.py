@@ -9,11 +9,15 @@ negative finite value (no NaN for a row that sees nothing).
 
 Implementations (`impl`):
   "xla"     `jax.nn.dot_product_attention` over the full [T, S] score matrix with a boolean mask, with
-            jax's default implementation: on TPU (and on GPU unless cuDNN is asked for) that is XLA's
-            plain einsum + softmax, which materialises the float32 [B, N, T, S] scores (no flash
-            kernel; `python -m vtg_jax.plan` shows what that costs at video lengths). "auto" picks it
-            on GPU / TPU.
-  "chunked" a hand-written kernel for XLA:CPU (what "auto" picks on CPU). On CPU the generic path is
+            jax's default implementation: XLA's plain einsum + softmax, which materialises the float32
+            [B, N, T, S] scores (no flash kernel; `python -m vtg_jax.plan` shows what that costs at
+            video lengths).
+  "splash"  the Pallas TPU splash kernel (`fused_attention.py`): memory linear in T, GQA native,
+            padding as segment ids, run per chip under `shard_map`; on a non-TPU platform in Pallas'
+            interpreter (tests only).
+  "cudnn"   cuDNN's fused flash attention via `jax.nn.dot_product_attention(implementation="cudnn")`
+            (`fused_attention.py`), bfloat16 / float16 only.
+  "chunked" a hand-written kernel for XLA:CPU. On CPU the generic path is
             slow in the backward pass: autodiff of the softmax emits several full passes over the
             [B, N, T, S] matrices, and the [B, T, N, hd] layout makes XLA transpose the probabilities
             before the gradient matmuls. This path instead
@@ -26,10 +30,16 @@ Implementations (`impl`):
                 into chunks and lets chunk c attend only keys [0, end of chunk c): about half the
                 score matrix is never computed.
             Rows that see no key at all (e.g. queries at left padding) are unspecified (they are in
-            both implementations, differently); every visible row agrees with "xla" to float32
+            every implementation, differently); every visible row agrees with "xla" to float32
             rounding, in values and gradients.
-  "auto"    "xla" unless the default backend is CPU (the backend of the process that traces: a CPU host
-            compiling for a TPU must name "xla", as `vtg_jax.plan` does).
+  "auto"    chosen per call for the platform the program will RUN on (`fused_attention.target_platform`:
+            the active mesh's devices, so a CPU host compiling for a TPU slice chooses for the TPU):
+            CPU "chunked"; TPU "splash" (for key lengths of at least SPLASH_MIN_KEYS: shorter segments,
+            such as Qwen2.5's 64-patch vision windows, keep "xla", whose scores are then small); GPU
+            "cudnn" for bfloat16 / float16, else "xla".
+"splash" and "cudnn" apply to self-attention (training, scoring, prefill: queries and keys are the
+same positions, causal from 0, or the vision segments); a call that attends a cache (a decode step:
+one query row per sample against S slots, scores [rows, S], linear already) runs "xla" for them.
 
 `shared_prefix_attention` is the sampler's decode / scoring kernel over a SHARED prompt prefix: the G
 sample rows of a prompt attend to one copy of the prompt's K/V (stacked as extra query rows, like GQA
@@ -42,7 +52,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-IMPLS = ("auto", "xla", "chunked")
+from vtg_jax.models.qwen_vl.fused_attention import (cudnn_attention, splash_attention, splash_prefix_partial,
+                                                     target_platform)
+
+IMPLS = ("auto", "xla", "chunked", "splash", "cudnn")
+# "auto" on TPU keeps "xla" below this many keys (padded to whole splash blocks they would waste more than
+# the [T, T] scores cost).
+SPLASH_MIN_KEYS = 256
 # Non-causal attention (the vision tower's segments) splits its G*T stacked query rows into about equal
 # blocks of at most QBLOCK rows: identical math per query row, but XLA:CPU runs the backward pass's
 # [rows, keys] matmul + elementwise fusions much faster at this size (~1.6x for [16, 4, 480, 480]).
@@ -55,11 +71,20 @@ def check_impl(impl: str) -> None:
         raise ValueError(f"unknown attention_impl {impl!r}; choose one of {IMPLS}")
 
 
-def resolve_impl(impl: str) -> str:
+def resolve_impl(impl: str, *, platform: str | None = None, dtype: Any = None, keys: int | None = None) -> str:
+    """The implementation `impl` runs as for self-attention over `keys` keys in `dtype` on `platform`
+    (default: `fused_attention.target_platform()`); see the module docstring."""
     check_impl(impl)
-    if impl == "auto":
-        return "chunked" if jax.default_backend() == "cpu" else "xla"
-    return impl
+    if impl != "auto":
+        return impl
+    platform = platform or target_platform()
+    if platform == "cpu":
+        return "chunked"
+    if platform == "tpu":
+        return "splash" if keys is None or keys >= SPLASH_MIN_KEYS else "xla"
+    if platform == "gpu" and dtype is not None and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+        return "cudnn"
+    return "xla"
 
 
 def attention(
@@ -67,7 +92,14 @@ def attention(
     causal: bool = False, q_offset: jax.Array | int = 0, impl: str = "auto",
 ) -> jax.Array:
     """Attention output [B, T, N, hd] in q's dtype (see the module docstring)."""
-    impl = resolve_impl(impl)
+    impl = resolve_impl(impl, dtype=q.dtype, keys=k.shape[1])
+    self_attention = q.shape[1] == k.shape[1] and (not causal or (isinstance(q_offset, int) and q_offset == 0))
+    if impl in ("splash", "cudnn") and not self_attention:
+        impl = "xla"
+    if impl == "splash":
+        return splash_attention(q, k, v, scale=scale, key_mask=key_mask, causal=causal)
+    if impl == "cudnn":
+        return cudnn_attention(q, k, v, scale=scale, key_mask=key_mask, causal=causal)
     if impl == "xla":
         return _xla(q, k, v, scale, key_mask, causal, q_offset)
     return _chunked(q, k, v, scale, key_mask, causal, q_offset)
@@ -197,6 +229,7 @@ def _partial(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None):
 def shared_prefix_attention(
     q: jax.Array, prefix_k: jax.Array, prefix_v: jax.Array, k: jax.Array, v: jax.Array, *, scale: float,
     prefix_mask: jax.Array | None = None, key_mask: jax.Array | None = None, q_offset: jax.Array | int = 0,
+    impl: str = "auto",
 ) -> jax.Array:
     """Attention output [R, T, N, hd] (q's dtype) of q [R, T, N, hd] over a shared prefix + own suffix.
 
@@ -206,6 +239,10 @@ def shared_prefix_attention(
     `key_mask[r, j]` and `j <= q_offset + i`. Equal to `attention` over the concatenated [P + S] keys with
     the prefix repeated G times (to float32 rounding), but reads the prefix once per prompt instead of G
     times: the G samples' query rows (x the query heads sharing a kv head) are stacked against it.
+    The prefix part runs in the splash kernel (`fused_attention.splash_prefix_partial`, memory linear in
+    P) for impl "splash", and for "auto" on TPU when both the stacked rows and the prefix reach
+    SPLASH_MIN_KEYS (teacher-forced scoring of whole completions); else in XLA (a decode step's few rows
+    make a [rows, P] score matrix, linear in P already).
     """
     r, t, n, hd = q.shape
     b, nk = prefix_k.shape[0], prefix_k.shape[1]
@@ -216,8 +253,12 @@ def shared_prefix_attention(
     qs = (q * jnp.asarray(scale, q.dtype)).reshape(b, g, t, nk, gq, hd)
     # Prefix: rows (g, gq, t) of prompt b against its single prefix copy.
     qp = qs.transpose(0, 3, 1, 4, 2, 5).reshape(b, nk, g * gq * t, hd)
-    pmask = None if prefix_mask is None else jnp.asarray(prefix_mask).astype(bool)[:, None, None, :]
-    m1, l1, o1 = _partial(qp, prefix_k, prefix_v, pmask)
+    rows, plen = g * gq * t, prefix_k.shape[2]
+    if impl == "splash" or (resolve_impl(impl, dtype=q.dtype, keys=min(rows, plen)) == "splash"):
+        m1, l1, o1 = splash_prefix_partial(qp, prefix_k, prefix_v, prefix_mask)
+    else:
+        pmask = None if prefix_mask is None else jnp.asarray(prefix_mask).astype(bool)[:, None, None, :]
+        m1, l1, o1 = _partial(qp, prefix_k, prefix_v, pmask)
 
     def to_rows(x: jax.Array) -> jax.Array:  # [B, K, G*gq*T, c] -> [R, K, gq*T, c]
         c = x.shape[-1]

@@ -115,10 +115,12 @@ def _check_placeholders(cfg: QwenVLConfig, input_ids: Any, n_image: int, n_video
 class QwenVL(nnx.Module):
     """Qwen2.5-VL / Qwen3-VL for conditional generation.
 
-    `attention_impl` ("auto", "xla", "chunked"; `attention.py`) selects the attention kernel of the
-    text decoder and the vision tower: "auto" uses `jax.nn.dot_product_attention` on GPU / TPU and the
-    chunked custom-VJP kernel on CPU (about 3x faster attention fwd+bwd there). `set_attention_impl`
-    changes it after construction (e.g. after `from_pretrained`).
+    `attention_impl` ("auto", "xla", "chunked", "splash", "cudnn"; `attention.py`) selects the attention
+    kernel of the text decoder and the vision tower: "auto" chooses while tracing, for the platform the
+    program runs on (the active mesh's devices): Pallas splash attention on TPU, cuDNN flash attention on
+    GPU in bfloat16 (XLA's einsum in float32), the chunked custom-VJP kernel on CPU (about 3x faster
+    attention fwd+bwd there). `set_attention_impl` changes it after construction (e.g. after
+    `from_pretrained`).
     """
 
     def __init__(self, cfg: QwenVLConfig, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
@@ -136,7 +138,7 @@ class QwenVL(nnx.Module):
                                  dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def set_attention_impl(self, impl: str) -> None:
-        """Switch the attention kernel of the whole model ("auto", "xla", "chunked")."""
+        """Switch the attention kernel of the whole model ("auto", "xla", "chunked", "splash", "cudnn")."""
         self.visual.set_attention_impl(impl)
         self.language_model.set_attention_impl(impl)
 

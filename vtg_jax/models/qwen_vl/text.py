@@ -114,7 +114,7 @@ class SharedPrefixKV:
     v: jax.Array
 
 
-def _shared_prefix_step(q, k, v, kv: SharedPrefixKV, key_mask, cache_index, scale):
+def _shared_prefix_step(q, k, v, kv: SharedPrefixKV, key_mask, cache_index, scale, impl):
     """Write k / v at suffix slot `cache_index - P` and attend over the shared prefix + own suffix."""
     b, plen = kv.prefix_k.shape[0], kv.prefix_k.shape[2]
     start = (0, 0, cache_index - plen, 0)
@@ -129,14 +129,14 @@ def _shared_prefix_step(q, k, v, kv: SharedPrefixKV, key_mask, cache_index, scal
     dt = q.dtype
     out = shared_prefix_attention(q, kv.prefix_k.astype(dt), kv.prefix_v.astype(dt), kv.k.astype(dt),
                                   kv.v.astype(dt), scale=scale, prefix_mask=prefix_mask, key_mask=suffix_mask,
-                                  q_offset=cache_index - plen)
+                                  q_offset=cache_index - plen, impl=impl)
     return out, kv
 
 
 class Attention(nnx.Module):
     """GQA self-attention: q/k/v bias (Qwen2.5), per-head q/k RMSNorm before RoPE (Qwen3).
 
-    `attention_impl` picks the attention kernel (`attention.py`: "auto", "xla" or "chunked").
+    `attention_impl` picks the attention kernel (`attention.py`: "auto", "xla", "chunked", "splash" or "cudnn").
     """
 
     def __init__(self, cfg: TextConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs,
@@ -170,7 +170,7 @@ class Attention(nnx.Module):
         q = logical_constraint(q, ("batch", "length", "heads", "head_dim"))
         k = logical_constraint(k, ("batch", "length", "kv_heads", "head_dim"))
         if isinstance(kv, SharedPrefixKV):
-            out, kv = _shared_prefix_step(q, k, v, kv, key_mask, cache_index, cfg.head_dim**-0.5)
+            out, kv = _shared_prefix_step(q, k, v, kv, key_mask, cache_index, cfg.head_dim**-0.5, self.attention_impl)
             return self.o_proj(out.reshape(b, s, -1)), kv
         if kv is not None:  # Write the new tokens into the cache buffers, attend over all slots.
             start = (0, cache_index, 0, 0)
@@ -249,7 +249,7 @@ class TextModel(nnx.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
 
     def set_attention_impl(self, impl: str) -> None:
-        """Switch every layer's attention kernel ("auto", "xla", "chunked"; see `attention.py`)."""
+        """Switch every layer's attention kernel ("auto", "xla", "chunked", "splash", "cudnn"; see `attention.py`)."""
         check_impl(impl)
         for layer in self.layers:
             layer.self_attn.attention_impl = impl

@@ -57,7 +57,7 @@ class VisionTower(nnx.Module):
             self.merger = Qwen25PatchMerger(cfg, **kw)
 
     def set_attention_impl(self, impl: str) -> None:
-        """Switch every block's attention kernel ("auto", "xla", "chunked"; see `attention.py`)."""
+        """Switch every block's attention kernel ("auto", "xla", "chunked", "splash", "cudnn"; see `attention.py`)."""
         check_impl(impl)
         for block in self.blocks:
             block.attn.attention_impl = impl
