@@ -36,6 +36,8 @@ setup(
         # `python -m vtg_jax.plan --topology=v5p-16 ...` compiles for TPU slices on any host (libtpu, no TPU).
         # Install it in its own environment: with libtpu present, jax probes for a TPU at every start.
         "tpu": ["jax[tpu]==0.10.2"],
+        # NVIDIA GPUs (CUDA 12 wheels of jaxlib's plugin; cuDNN attention: README "Models").
+        "cuda12": ["jax[cuda12]==0.10.2"],
         "test": [
             "pytest",
             "hypothesis",

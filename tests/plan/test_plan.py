@@ -94,6 +94,8 @@ def test_abstract_batches_match_what_the_loop_builds(tmp_path, family):
                         prompt_tokens=length - answer, answer_tokens=answer)
 
     assert _plan_shapes(sft_batch(cfg, geo, batch, micro)) == _abstract(prepare_batch(cfg, loader, micro))
+    assert (_plan_shapes(sft_batch(cfg, geo, batch, 1, vision_shards=2))
+            == _abstract(prepare_batch(cfg, loader, 1, vision_shards=2)))
     prompts = prompt_only(loader)
     tokens = np.ones((batch, g, n), np.int32)
     real = build_rl_batch(cfg, prompts, tokens, np.full((batch, g), 5), np.zeros((batch, g, n), np.float32),

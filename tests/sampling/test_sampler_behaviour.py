@@ -158,3 +158,28 @@ def test_video_rows_padded_to_frame_bucket_leave_outputs_unchanged(model, monkey
     plain = generate(model, inputs, num_samples=2, **KW)
     np.testing.assert_array_equal(padded["tokens"], plain["tokens"])
     np.testing.assert_allclose(padded["logprobs"], plain["logprobs"], atol=1e-5)
+
+
+def test_vision_shards_prefill_matches_one_packing(model, shared):
+    """On a data=2 mesh the prompts' videos are packed per data shard (`vision_shards`, [2, rows, C]):
+    same tokens and log-probs; each shard's rows are padded to one frame bucket; 4 prompts with videos
+    of different lengths (and a text-only one) split at the prompts' boundaries."""
+    from vtg_jax.sampling.host import shard_videos
+
+    b = H.Builder("qwen3_vl", seed=3)
+    samples = [H.concat(b.text(4), b.video(4, 4, 4), b.text(3)), b.text(8),
+               H.concat(b.text(5), b.video(6, 4, 4), b.text(2)), H.concat(b.text(3), b.video(2, 4, 4), b.text(5))]
+    inputs = H.batch(samples)
+    ref = generate(model, inputs, num_samples=2, **KW)
+    mesh = make_mesh(data=2, devices=__import__("jax").devices()[:2])
+    sharded = nnx.clone(model)
+    shard_model(sharded, mesh)
+    out = generate(sharded, inputs, num_samples=2, mesh=mesh, **KW)
+    np.testing.assert_array_equal(out["tokens"], ref["tokens"])
+    np.testing.assert_allclose(out["logprobs"], ref["logprobs"], atol=1e-5)
+    prompts = prepare_prompts(model.cfg, inputs, vision_shards=2)
+    assert prompts.pixel_values_videos.shape[0] == 2
+    assert all(v.shape[0] == 2 for v in prompts.vision_inputs.values())
+    with pytest.raises(ValueError, match="do not split"):
+        shard_videos(model.cfg, np.asarray(inputs["input_ids"]), inputs["pixel_values_videos"],
+                     inputs["video_grid_thw"], 3)

@@ -10,6 +10,7 @@ from flax import nnx
 
 from vtg_jax.data.run_data import RunData
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
+from vtg_jax.parallel.rules import vision_shards_for
 from vtg_jax.rollout.samples import rollout_seed, sample_completions, score_completions
 from vtg_jax.train.state import TrainState, merge_model
 
@@ -58,6 +59,11 @@ class RunContext:
         the rollout temperature."""
         return score_completions(model, inputs, tokens, lengths, temperature=self.config.rollout.temperature,
                                  mesh=self.mesh)
+
+    def vision_shards(self) -> int:
+        """Vision shards of each micro-batch (`train.batch.prepare_batch`): as many as the mesh's data
+        shards (the logical `batch` axis) that divide the micro-batch; 1 without a mesh."""
+        return vision_shards_for(self.mesh, int(self.config.batch_size) // int(self.config.micro_batches))
 
     def step_shardings(self) -> dict:
         """The shardings a step factory takes (all None on one device)."""

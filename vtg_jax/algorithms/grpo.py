@@ -80,7 +80,8 @@ def _iteration(ctx: RunContext, tempsamp: bool) -> Iteration:
         t2 = time.perf_counter()
         rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, logp, adv, rewards=rew, ref_logp=ref,
                             off_policy=off, num_micro=c.micro_batches,
-                            max_new_tokens=max(c.rollout.max_new_tokens, tokens.shape[-1]))
+                            max_new_tokens=max(c.rollout.max_new_tokens, tokens.shape[-1]),
+                            vision_shards=ctx.vision_shards())
         state, metrics = step_fn(state, ctx.frozen, ctx.put(rl))
         host.update({"time/rollout_s": t1 - t0, "time/score_s": t2 - t1,
                      "rl/finish_eos": float(np.mean(out["finish_reason"] == "eos"))})

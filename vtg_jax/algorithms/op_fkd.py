@@ -48,7 +48,8 @@ def make_iteration(ctx: RunContext) -> Iteration:
         tokens, lengths = ground_truth_completions(answer_token_lists(batch))
         n = max(c.rollout.max_new_tokens, tokens.shape[-1])
         rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, np.zeros(tokens.shape, np.float32),
-                            np.zeros(lengths.shape, np.float32), num_micro=c.micro_batches, max_new_tokens=n)
+                            np.zeros(lengths.shape, np.float32), num_micro=c.micro_batches, max_new_tokens=n,
+                            vision_shards=ctx.vision_shards())
         state, metrics = step_fn(state, ctx.frozen, t_state, ctx.put(rl))
         return state, dict(metrics)
 

@@ -61,7 +61,8 @@ def _iteration(ctx: RunContext, on_policy: bool) -> Iteration:
         t2 = time.perf_counter()
         n = max(c.rollout.max_new_tokens, tokens.shape[-1])
         rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, logp, np.zeros(lengths.shape, np.float32),
-                            teacher_logp=teacher_logp, num_micro=c.micro_batches, max_new_tokens=n)
+                            teacher_logp=teacher_logp, num_micro=c.micro_batches, max_new_tokens=n,
+                            vision_shards=ctx.vision_shards())
         state, metrics = step_fn(state, ctx.frozen, ctx.put(rl))
         host.update({"time/rollout_s": t1 - t0, "time/score_s": t2 - t1})
         return state, {**metrics, **host}

@@ -19,7 +19,7 @@ def make_iteration(ctx: RunContext) -> Iteration:
     step_fn = make_step(ctx.config, ctx.graphdef, ctx.tx, ctx.schedule, **ctx.step_shardings())
 
     def iterate(state, batch, step):
-        packed = prepare_batch(ctx.model_cfg, batch, ctx.config.micro_batches)
+        packed = prepare_batch(ctx.model_cfg, batch, ctx.config.micro_batches, ctx.vision_shards())
         state, metrics = step_fn(state, ctx.frozen, ctx.put(packed))
         return state, dict(metrics)
 

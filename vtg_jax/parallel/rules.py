@@ -78,6 +78,17 @@ def logical_to_spec(names: Sequence[str | None] | None, rules: Rules, mesh: Mesh
     return PartitionSpec(*spec)
 
 
+def batch_shards(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> int:
+    """How many parts the logical `batch` axis splits into on `mesh` (the product of its mesh axes)."""
+    return math.prod(mesh.shape[a] for a in _as_tuple(dict(rules).get("batch")) if a in mesh.axis_names)
+
+
+def vision_shards_for(mesh: Mesh | None, prompts: int) -> int:
+    """Vision shards of a batch of `prompts` on `mesh` (`models.qwen_vl.VisionTower`: each data shard's
+    videos packed apart): as many of the mesh's `batch` shards as divide it; 1 without a mesh."""
+    return 1 if mesh is None else math.gcd(batch_shards(mesh), prompts)
+
+
 def logical_to_mesh_sharding(model_state: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
     """NamedSharding for every Variable of an `nnx.State` (concrete or abstract, e.g. from
     `nnx.eval_shape`), read from its `out_sharding` metadata; same tree structure as `model_state`.

@@ -29,7 +29,7 @@ from vtg_jax.algorithms import registry
 from vtg_jax.models.qwen_vl import QwenVL
 from vtg_jax.models.qwen_vl.config import QwenVLConfig, load_config
 from vtg_jax.models.qwen_vl.presets import get_preset
-from vtg_jax.parallel.rules import DEFAULT_RULES, sharded_call
+from vtg_jax.parallel.rules import DEFAULT_RULES, sharded_call, vision_shards_for
 from vtg_jax.plan import flops as model_flops
 from vtg_jax.plan.shapes import VideoGeometry, completion_buffer, rl_batch, sampler_prompts, sft_batch, video_geometry
 from vtg_jax.sampling import engine
@@ -234,13 +234,14 @@ def _train_rows(config: Any) -> int:
 def _train_program(run: AbstractRun) -> Program:
     c, geo = run.config, run.geometry
     batch, micro = int(c.batch_size), int(c.micro_batches)
+    shards = vision_shards_for(run.mesh, batch // micro)  # as the loop packs (algorithms.context)
     if c.algorithm == "sft":  # no rollout: the loader's answer
-        data = sft_batch(run.cfg, geo, batch, micro)
+        data = sft_batch(run.cfg, geo, batch, micro, shards)
         rows, new = 1, geo.answer_tokens
     else:
         rows, new = _train_rows(c), int(c.rollout.max_new_tokens)
         data = rl_batch(run.cfg, geo, batch, rows, new, micro, ref_logp=run.reference is not None,
-                        teacher_logp=c.algorithm in ("opd", "op_rkd"))
+                        teacher_logp=c.algorithm in ("opd", "op_rkd"), vision_shards=shards)
     data = _replicate(data, run.replicated())
     teacher = run.teacher if c.algorithm == "op_fkd" else None
     shardings_of = lambda tree: jax.tree.map(lambda s: s.sharding, tree)  # noqa: E731

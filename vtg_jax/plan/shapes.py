@@ -4,7 +4,7 @@ A plan needs the arrays the loop would pass to each jitted program, for the vide
 
     geometry = video_geometry(config, model_cfg)        # frames, frame size, tokens of one prompt
     sampler_prompts(model_cfg, geometry, batch)           # what `sampling.generate` / `score` prefill
-    sft_batch(model_cfg, geometry, batch, micro)          # `train.prepare_batch` of a loader batch
+    sft_batch(model_cfg, geometry, batch, micro[, D])     # `train.prepare_batch` of a loader batch
     rl_batch(model_cfg, geometry, batch, g, n, micro, ..) # `rollout.packing.build_rl_batch`
 
 The video: `config.plan.video_seconds` of a `config.plan.source_height` x `source_width` video at
@@ -123,11 +123,15 @@ def completion_buffer(max_new_tokens: int) -> int:
     return round_up(max_new_tokens, NEW_TOKEN_ROUND)
 
 
-def _packed_videos(cfg: QwenVLConfig, geo: VideoGeometry, batch: int, micro: int) -> dict[str, Any]:
+def _packed_videos(cfg: QwenVLConfig, geo: VideoGeometry, batch: int, micro: int, shards: int) -> dict[str, Any]:
+    """`train.batch.prepare_batch`'s packed videos: [A, b·P, C], or [A, D, (b/D)·P, C] with D > 1 vision
+    shards (and the vision arrays' leading axes alike)."""
     b = batch // micro
-    meta = _abstract(prepare_vision_inputs(cfg.vision, cfg.family, _grid(geo, b)))
-    return {"pixel_values_videos": SDS((micro, b * geo.patches, cfg.vision.patch_dim), jnp.float32),
-            "vision_inputs": jax.tree.map(lambda s: SDS((micro, *s.shape), s.dtype), meta)}
+    per = b // shards
+    lead = (micro,) if shards == 1 else (micro, shards)
+    meta = _abstract(prepare_vision_inputs(cfg.vision, cfg.family, _grid(geo, per)))
+    return {"pixel_values_videos": SDS((*lead, per * geo.patches, cfg.vision.patch_dim), jnp.float32),
+            "vision_inputs": jax.tree.map(lambda s: SDS((*lead, *s.shape), s.dtype), meta)}
 
 
 def _check_micro(batch: int, micro: int) -> int:
@@ -136,17 +140,17 @@ def _check_micro(batch: int, micro: int) -> int:
     return batch // micro
 
 
-def sft_batch(cfg: QwenVLConfig, geo: VideoGeometry, batch: int, micro: int) -> dict[str, Any]:
+def sft_batch(cfg: QwenVLConfig, geo: VideoGeometry, batch: int, micro: int, vision_shards: int = 1) -> dict[str, Any]:
     """`train.prepare_batch` of a loader batch: [A, b, S] text, [A, 3, b, S] positions, packed videos."""
     b, s = _check_micro(batch, micro), geo.loader_tokens
     out = {k: SDS((micro, b, s), jnp.int32) for k in ("input_ids", "attention_mask", "loss_mask")}
     out["position_ids"] = SDS((micro, 3, b, s), jnp.int32)
-    out.update(_packed_videos(cfg, geo, batch, micro))
+    out.update(_packed_videos(cfg, geo, batch, micro, vision_shards))
     return out
 
 
 def rl_batch(cfg: QwenVLConfig, geo: VideoGeometry, batch: int, samples: int, completion: int, micro: int, *,
-             ref_logp: bool = False, teacher_logp: bool = False) -> RLBatch:
+             ref_logp: bool = False, teacher_logp: bool = False, vision_shards: int = 1) -> RLBatch:
     """`rollout.packing.build_rl_batch` of `batch` prompts x `samples` completions of `completion` slots:
     the same `RLBatch`, of ShapeDtypeStructs (`ref_logp` / `teacher_logp` None unless asked for)."""
     b, p, n = _check_micro(batch, micro), geo.loader_tokens, completion
@@ -157,4 +161,5 @@ def rl_batch(cfg: QwenVLConfig, geo: VideoGeometry, batch: int, samples: int, co
                    completion_mask=SDS((micro, r, n), jnp.int32), completion_pos=SDS((micro, 3, r, n), jnp.int32),
                    old_logp=per_token, advantages=SDS((micro, r), jnp.float32), rewards=SDS((micro, r), jnp.float32),
                    off_policy=SDS((micro, r), jnp.bool_), ref_logp=per_token if ref_logp else None,
-                   teacher_logp=per_token if teacher_logp else None, **_packed_videos(cfg, geo, batch, micro))
+                   teacher_logp=per_token if teacher_logp else None,
+                   **_packed_videos(cfg, geo, batch, micro, vision_shards))

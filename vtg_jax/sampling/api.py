@@ -15,7 +15,7 @@ from flax import nnx
 
 from vtg_jax.parallel.distributed import global_to_host
 from vtg_jax.models.qwen_vl.model import QwenVL
-from vtg_jax.parallel.rules import DEFAULT_RULES, Rules, sharded_call
+from vtg_jax.parallel.rules import DEFAULT_RULES, Rules, sharded_call, vision_shards_for
 from vtg_jax.sampling import engine
 from vtg_jax.sampling.host import MIN_BUCKET, NEW_TOKEN_ROUND, apply_stop_strings, prepare_prompts, round_up
 
@@ -84,7 +84,8 @@ def generate(
     top_k = 0 if top_k is None else int(top_k)  # the engine's static "off"
     if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
         raise ValueError(f"need temperature >= 0, 0 < top_p <= 1, top_k >= 0; got {temperature}, {top_p}, {top_k}")
-    prompts = prepare_prompts(model.cfg, inputs, min_bucket)
+    prompts = prepare_prompts(model.cfg, inputs, min_bucket,
+                              vision_shards_for(mesh, np.shape(inputs["input_ids"])[0]))
     b, g = prompts.batch, num_samples
     num_buf = round_up(max_new_tokens, NEW_TOKEN_ROUND)
     eos = [] if eos_token_ids is None else ([eos_token_ids] if isinstance(eos_token_ids, int) else list(eos_token_ids))
@@ -153,7 +154,8 @@ def score(
                          f"model's vocabulary [0, {vocab}); do the models share a tokenizer?")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    prompts = prepare_prompts(model.cfg, inputs, min_bucket)
+    prompts = prepare_prompts(model.cfg, inputs, min_bucket,
+                              vision_shards_for(mesh, np.shape(inputs["input_ids"])[0]))
     b, s, n = comp.shape
     if b != prompts.batch:
         raise ValueError(f"completions are for {b} prompts, inputs hold {prompts.batch}")

@@ -85,9 +85,14 @@ def _check_placeholders(cfg: QwenVLConfig, ids: np.ndarray, inputs: dict[str, An
                              f"placeholders (id {tok})")
 
 
-def prepare_prompts(cfg: QwenVLConfig, inputs: dict[str, Any], min_bucket: int = MIN_BUCKET) -> Prompts:
+def prepare_prompts(cfg: QwenVLConfig, inputs: dict[str, Any], min_bucket: int = MIN_BUCKET,
+                    vision_shards: int = 1) -> Prompts:
     """Validates `inputs` (HF names), left-pads to the bucket and computes positions like HF generate:
-    `get_rope_index` when grids and mm_token_type_ids are given, else cumsum(mask) - 1."""
+    `get_rope_index` when grids and mm_token_type_ids are given, else cumsum(mask) - 1.
+
+    vision_shards D > 1: the videos of each group of B/D consecutive prompts are packed apart
+    ([D, rows, C], `models.qwen_vl.VisionTower`), each padded to the same bucketed number of frames, so
+    the prefill runs every data shard's videos on its own chips (`shard_videos`)."""
     if "input_ids" not in inputs:
         raise ValueError("inputs must hold input_ids")
     unknown = sorted(set(inputs) - set(KNOWN_INPUTS))
@@ -118,7 +123,9 @@ def prepare_prompts(cfg: QwenVLConfig, inputs: dict[str, Any], min_bucket: int =
         return None if v is None else np.asarray(v, np.float32)
 
     videos, vision_inputs = opt("pixel_values_videos"), host["vision_inputs"]
-    if videos is not None:
+    if videos is not None and vision_shards > 1 and inputs.get("pixel_values") is None:
+        videos, vision_inputs = shard_videos(cfg, ids, videos, inputs["video_grid_thw"], vision_shards)
+    elif videos is not None:
         videos, vision_inputs = _pad_video_rows(cfg, videos, inputs.get("image_grid_thw"),
                                                 inputs.get("video_grid_thw"), vision_inputs)
     return Prompts(
@@ -162,6 +169,46 @@ def _pad_video_rows(cfg: QwenVLConfig, videos: np.ndarray, image_grid: Any, vide
     grid = np.concatenate(grids + [np.asarray([[filler, gh, gw]], np.int64)])
     padded = np.concatenate([videos, np.zeros((filler * gh * gw, videos.shape[1]), videos.dtype)])
     return padded, prepare_vision_inputs(cfg.vision, cfg.family, grid)
+
+
+def shard_videos(cfg: QwenVLConfig, ids: np.ndarray, videos: np.ndarray, video_grid: Any,
+                 shards: int) -> tuple[np.ndarray, dict]:
+    """HF-layout video rows of B prompts ([N, C] in placeholder order, one grid row per video or per
+    temporal group) -> [D, rows, C] and vision_inputs {k: [D, ...]}: shard d packs the videos of prompts
+    d*B/D .. (d+1)*B/D - 1 (found by counting each prompt's video placeholders), every shard padded with
+    filler frames to the same `frame_bucket` of the largest shard (one frame geometry per batch, as the
+    loader batches)."""
+    b = ids.shape[0]
+    if b % shards:
+        raise ValueError(f"{b} prompts do not split into {shards} vision shards")
+    grid = np.asarray(video_grid, np.int64).reshape(-1, 3)
+    hw = {(int(h), int(w)) for _, h, w in grid}
+    if len(hw) != 1:
+        raise ValueError(f"vision shards need one frame geometry per batch; got {sorted(hw)}")
+    (gh, gw), = hw
+    merge2 = cfg.vision.spatial_merge_size**2
+    rows_per_prompt = (ids == cfg.video_token_id).sum(1) * merge2
+    ends = np.cumsum(grid.prod(1))  # grid rows are consumed in placeholder order
+    per = b // shards
+    bounds = np.concatenate([[0], np.cumsum(rows_per_prompt)[per - 1::per]])
+    parts, grids = [], []
+    for d in range(shards):
+        lo, hi = int(bounds[d]), int(bounds[d + 1])
+        first, last = np.searchsorted(ends, lo, side="right"), np.searchsorted(ends, hi, side="left")
+        if hi > lo and ((lo and ends[first - 1] != lo) or ends[last] != hi):
+            raise ValueError("video_grid_thw does not split at the prompts' boundaries")
+        parts.append(videos[lo:hi])
+        grids.append(grid[first:last + 1] if hi > lo else grid[:0])  # text-only prompts: filler frames only
+    frames = max(frame_bucket(len(p) // (gh * gw)) for p in parts)
+    packed = []
+    for part, g in zip(parts, grids):
+        filler = frames - len(part) // (gh * gw)
+        if filler:
+            g = np.concatenate([g, [[filler, gh, gw]]])
+            part = np.concatenate([part, np.zeros((filler * gh * gw, part.shape[1]), part.dtype)])
+        packed.append((part, prepare_vision_inputs(cfg.vision, cfg.family, g)))
+    return (np.stack([p for p, _ in packed]),
+            {k: np.stack([v[k] for _, v in packed]) for k in packed[0][1]})
 
 
 # ---------------------------------------------------------------------------------------------------

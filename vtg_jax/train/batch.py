@@ -20,6 +20,12 @@ holds `pixel_values_videos [B, P, D]` (P = the patch bucket) with a patch mask. 
 
 Micro-batches (gradient accumulation) are stacked on a new leading axis [A, ...]; each gets its own
 packing, so the step can `lax.scan` over them.
+
+Vision shards (`vision_shards=D` > 1, data parallelism through the vision tower): each micro-batch's b
+samples split into D groups of b/D consecutive samples, one per data shard of the mesh, each packed on
+its own as above; the rows become [A, D, (b/D)·P, C] and every vision array gets the D axis after A.
+The tower then runs each group on the chips that hold its samples (`models.qwen_vl.VisionTower`), so
+no chip computes, stores or all-reduces another shard's vision activations.
 """
 from __future__ import annotations
 
@@ -59,9 +65,12 @@ def _pack_videos(cfg: QwenVLConfig, batch: Mapping[str, np.ndarray], rows: slice
     return flat, prepare_vision_inputs(cfg.vision, cfg.family, grid)
 
 
-def prepare_batch(cfg: QwenVLConfig, batch: Mapping[str, np.ndarray], num_micro: int = 1) -> dict[str, Any]:
+def prepare_batch(cfg: QwenVLConfig, batch: Mapping[str, np.ndarray], num_micro: int = 1,
+                  vision_shards: int = 1) -> dict[str, Any]:
     """Loader batch -> {input_ids, attention_mask, loss_mask [A, b, S]; position_ids [A, 3, b, S];
-    pixel_values_videos [A, b·P, D]; vision_inputs {k: [A, ...]}} with A = num_micro, b = B / A.
+    pixel_values_videos [A, b·P, D]; vision_inputs {k: [A, ...]}} with A = num_micro, b = B / A; with
+    `vision_shards` D > 1, pixel_values_videos [A, D, (b/D)·P, C] and vision_inputs {k: [A, D, ...]}
+    (module docstring).
 
     `position_ids` are the processor's precomputed M-RoPE ids ([B, 3, S] in the loader batch).
     """
@@ -72,8 +81,19 @@ def prepare_batch(cfg: QwenVLConfig, batch: Mapping[str, np.ndarray], num_micro:
     out: dict[str, Any] = {k: np.asarray(batch[k], np.int32).reshape(num_micro, b, -1) for k in TEXT_KEYS}
     pos = np.asarray(batch["position_ids"], np.int32)  # [B, 3, S]
     out["position_ids"] = pos.reshape(num_micro, b, 3, -1).transpose(0, 2, 1, 3)
+    if vision_shards < 1 or b % vision_shards:
+        raise ValueError(f"micro-batch of {b} samples does not split into {vision_shards} vision shards")
     if "pixel_values_videos" in batch:
-        packed = [_pack_videos(cfg, batch, slice(a * b, (a + 1) * b)) for a in range(num_micro)]
-        out["pixel_values_videos"] = np.stack([p for p, _ in packed])
-        out["vision_inputs"] = {k: np.stack([v[k] for _, v in packed]) for k in packed[0][1]}
+        if vision_shards == 1:
+            packed = [_pack_videos(cfg, batch, slice(a * b, (a + 1) * b)) for a in range(num_micro)]
+        else:
+            per = b // vision_shards
+            packed = [_stack([_pack_videos(cfg, batch, slice(a * b + d * per, a * b + (d + 1) * per))
+                              for d in range(vision_shards)]) for a in range(num_micro)]
+        out["pixel_values_videos"], out["vision_inputs"] = _stack(packed)
     return out
+
+
+def _stack(packed: list[tuple[np.ndarray, dict]]) -> tuple[np.ndarray, dict]:
+    """(rows, vision_inputs) packings of equal shapes stacked on a new leading axis."""
+    return np.stack([p for p, _ in packed]), {k: np.stack([v[k] for _, v in packed]) for k in packed[0][1]}

@@ -156,6 +156,8 @@ class QwenVL(nnx.Module):
             return embeds, []
         if vision_inputs is None:
             raise ValueError("pixel inputs need vision_inputs (or grids, so that __call__ can build them)")
+        if pixels[-1].ndim == 3:
+            return self._embed_shards(ids, embeds, pixel_values, pixels[-1], vision_inputs)
         merge2 = self.cfg.vision.spatial_merge_size**2
         n_image = 0 if pixel_values is None else pixels[0].shape[0] // merge2
         n_video = 0 if pixel_values_videos is None else pixels[-1].shape[0] // merge2
@@ -164,6 +166,25 @@ class QwenVL(nnx.Module):
         rows = jnp.concatenate([p.astype(dtype) for p in pixels], axis=0)  # images then videos
         feats, deepstack = self.visual(rows, vision_inputs)
         return scatter_visual(self.cfg, embeds, ids, feats, n_image, n_video, deepstack)
+
+    def _embed_shards(self, ids: jax.Array, embeds: jax.Array, images: Any, videos: jax.Array,
+                      vision_inputs: dict[str, Any]) -> tuple[jax.Array, list[jax.Array]]:
+        """Vision shards (`VisionTower`): videos [D, N, C] are D packings, shard d holding the videos of
+        prompts d*B/D .. (d+1)*B/D - 1; each shard's features fill its own prompts' placeholders."""
+        if images is not None:
+            raise ValueError("vision shards ([D, N, C] pixel rows) carry videos only; pass images packed")
+        shards, b = videos.shape[0], ids.shape[0]
+        if b % shards:
+            raise ValueError(f"{b} prompts do not split into {shards} vision shards")
+        feats, deepstack = self.visual(videos.astype(self.visual_dtype()), vision_inputs)  # [D, U, E]
+
+        def scatter(e: jax.Array, i: jax.Array, f: jax.Array, ds: list[jax.Array]):
+            return scatter_visual(self.cfg, e, i, f, 0, f.shape[0], ds)
+
+        split = (shards, b // shards)
+        out, ds = jax.vmap(scatter)(embeds.reshape(*split, *embeds.shape[1:]), ids.reshape(*split, -1), feats,
+                                    deepstack)
+        return out.reshape(embeds.shape), [x.reshape(embeds.shape) for x in ds]
 
     def visual_dtype(self) -> Any:
         """HF casts pixels to the tower's weight dtype in its patch embed."""

@@ -18,9 +18,10 @@ from vtg_jax.models.qwen_vl import convert_table as ct
 from vtg_jax.models.qwen_vl.attention import check_impl
 from vtg_jax.models.qwen_vl.config import VisionConfig
 from vtg_jax.models.qwen_vl.remat import checkpointed
+from vtg_jax.models.qwen_vl.text import logical_constraint
 from vtg_jax.models.qwen_vl.vision_inputs import check_family, prepare_vision_inputs
 from vtg_jax.models.qwen_vl.vision_layers import (
-    Dtype, Qwen25PatchMerger, Qwen3PatchMerger, VisionBlock, annotated, dense, permute_rows,
+    Dtype, Qwen25PatchMerger, Qwen3PatchMerger, VisionBlock, annotated, dense, per_shard, permute_rows,
     vision_rope)
 
 __all__ = ["VisionTower", "prepare_vision_inputs", "vision_conversion_rows"]
@@ -31,6 +32,13 @@ class VisionTower(nnx.Module):
 
     `pixel_values` [N, C*T*P*P] rows in the processor's order; `vision_inputs` from
     `prepare_vision_inputs` (numpy or jax arrays; all shapes depend only on N).
+
+    Vision shards: `pixel_values` [D, N, C*T*P*P] and every `vision_inputs` array with the same leading
+    axis, D packings of their own (each data shard's prompts: `train.batch.prepare_batch(vision_shards=)`),
+    give features [D, N/4, out_hidden]. Row-wise layers see the extra axis as a batch dim; the gathers
+    (segments, window order) run per shard; attention takes the D x S segments as one batch. The
+    leading axis is constrained to the logical `batch` axis, so under a mesh each chip runs the tower on
+    its own shard's rows only, and nothing crosses shards.
     """
 
     def __init__(self, cfg: VisionConfig, family: str, *, dtype: Dtype = jnp.float32,
@@ -65,19 +73,23 @@ class VisionTower(nnx.Module):
     def _window_gather(self, x: jax.Array, index: jax.Array, inverse: jax.Array) -> jax.Array:
         """Permutes rows in groups of merge**2 (HF `permute_input_for_window_attn`, §6.7)."""
         unit = self.cfg.spatial_merge_size**2
-        return permute_rows(x.reshape(-1, unit, *x.shape[1:]), index, inverse).reshape(x.shape)
+        lead = x.shape[:-2]  # () or (D,)
+        units = x.reshape(*lead, -1, unit, x.shape[-1])
+        return per_shard(permute_rows, units, index, inverse).reshape(x.shape)
 
     def _pos_embed(self, inputs: dict[str, jax.Array]) -> jax.Array:
         """Bilinear interpolation of the learned table: 4 taps summed in fp32 (§1, §6.11)."""
         table = self.pos_embed.embedding[...].astype(jnp.float32)
         taps = table[jnp.asarray(inputs["interp_indices"])]  # [N, 4, D]
         weights = jnp.asarray(inputs["interp_weights"], jnp.float32)
-        return jnp.einsum("ntd,nt->nd", taps, weights, precision=jax.lax.Precision.HIGHEST)
+        return jnp.einsum("...td,...t->...d", taps, weights, precision=jax.lax.Precision.HIGHEST)
 
     def __call__(self, pixel_values: jax.Array, vision_inputs: dict) -> tuple[jax.Array, list[jax.Array]]:
         cfg, qwen3 = self.cfg, self.family == "qwen3_vl"
         inputs = {k: jnp.asarray(v) for k, v in vision_inputs.items()}
         x = self.patch_embed(pixel_values.astype(self.dtype))  # input cast to the weight dtype (§1)
+        if x.ndim == 3:  # vision shards: each chip keeps its shard's rows
+            x = logical_constraint(x, ("batch", None, None))
         pos = inputs["pos_ids"]
         # Attention segments: frame groups (full) and, for Qwen2.5, windows (§1 "cu_seqlens").
         full = tuple(inputs[f"full_{k}"] for k in ("gather", "valid", "scatter"))
@@ -99,7 +111,9 @@ class VisionTower(nnx.Module):
         merged = self.merger(x)
         if not qwen3:
             # Back to the original token order (§1 step 5).
-            merged = permute_rows(merged, inputs["reverse_index"], inputs["window_index"])
+            merged = per_shard(permute_rows, merged, inputs["reverse_index"], inputs["window_index"])
+        if merged.ndim == 3:
+            merged = logical_constraint(merged, ("batch", None, None))
         return merged, deepstack
 
 

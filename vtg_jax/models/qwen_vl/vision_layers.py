@@ -73,14 +73,14 @@ class LayerNorm(nnx.Module):
 
 
 def vision_rope(pos_ids: jax.Array, head_dim: int) -> tuple[jax.Array, jax.Array]:
-    """cos/sin [N, head_dim] in fp32 from (h, w) ids [N, 2], as HF's vision rotary embedding.
+    """cos/sin [..., N, head_dim] in fp32 from (h, w) ids [..., N, 2], as HF's vision rotary embedding.
 
     hd/4 frequencies; angles cat(h*inv, w*inv) (length hd/2), then concatenated with themselves.
     """
     half = head_dim // 2
     inv_freq = 1.0 / (ROPE_THETA ** (jnp.arange(0, half, 2, dtype=jnp.float32) / half))
     pos = pos_ids.astype(jnp.float32)
-    angles = jnp.concatenate([pos[:, 0:1] * inv_freq, pos[:, 1:2] * inv_freq], axis=-1)
+    angles = jnp.concatenate([pos[..., 0:1] * inv_freq, pos[..., 1:2] * inv_freq], axis=-1)
     emb = jnp.concatenate([angles, angles], axis=-1)
     return cos_sin_tables(emb)
 
@@ -91,13 +91,22 @@ def _rotate_half(x: jax.Array) -> jax.Array:
 
 
 def apply_vision_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """x [N, H, hd]; rotation in fp32, result cast back (HF `apply_rotary_pos_emb_vision`, §6.2)."""
+    """x [..., N, H, hd]; rotation in fp32, result cast back (HF `apply_rotary_pos_emb_vision`, §6.2)."""
     xf = x.astype(jnp.float32)
-    out = xf * cos[:, None, :] + _rotate_half(xf) * sin[:, None, :]
+    out = xf * cos[..., None, :] + _rotate_half(xf) * sin[..., None, :]
     return out.astype(x.dtype)
 
 
 Layout = tuple[jax.Array, jax.Array, jax.Array]  # gather [S, L], valid [S, L], scatter [N] (pack_segments)
+# With vision shards (the rows of each data shard's prompts packed apart: `VisionTower`) every array of a
+# layout has a leading shard axis [D, ...], and the row ops below run per shard (`per_shard`).
+
+
+def per_shard(op: Any, x: jax.Array, *index: jax.Array) -> jax.Array:
+    """op(x, *index) for one packing, or vmapped over the leading shard axis when the index arrays
+    carry one (x [D, N, ...] with index [D, ...]): a batched gather, local to each shard's chips."""
+    sharded = index[0].ndim > _INDEX_NDIM[op]
+    return jax.vmap(op)(x, *index) if sharded else op(x, *index)
 
 # Row gathers whose inverse is known on the host. Their VJPs are gathers by the inverse index rather than
 # the scatter-adds autodiff would emit (scatter is slow on CPU and serialises on accelerators).
@@ -159,6 +168,9 @@ def _from_segments_bwd(res, g):
 
 from_segments.defvjp(_from_segments_fwd, _from_segments_bwd)
 
+# Rank of each row op's first index array for ONE packing (more: a leading shard axis).
+_INDEX_NDIM = {permute_rows: 1, to_segments: 2, from_segments: 2}
+
 
 class VisionAttention(nnx.Module):
     """Fused-qkv attention inside segments (frame groups or windows: HF's `cu_seqlens` segments).
@@ -179,14 +191,21 @@ class VisionAttention(nnx.Module):
         self.proj = dense(d, d, ("heads", "embed"), **kw)
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, layout: Layout) -> jax.Array:
-        n = x.shape[0]
-        valid = layout[1]
-        qkv = self.qkv(x).reshape(n, 3, self.num_heads, self.head_dim)  # HF: reshape(N, 3, heads, hd)
-        q = to_segments(apply_vision_rope(qkv[:, 0], cos, sin), *layout)  # [S, L, H, hd]
-        k = to_segments(apply_vision_rope(qkv[:, 1], cos, sin), *layout)
-        v = to_segments(qkv[:, 2], *layout)
-        out = attention(q, k, v, scale=self.head_dim**-0.5, key_mask=valid, impl=self.attention_impl)
-        return self.proj(from_segments(out, *layout).reshape(n, -1))
+        lead = x.shape[:-1]  # (N,), or (D, N) with vision shards
+        gather, valid = layout[0], layout[1]
+        qkv = self.qkv(x).reshape(*lead, 3, self.num_heads, self.head_dim)  # HF: reshape(N, 3, heads, hd)
+        width = gather.shape[-1]
+
+        def segments(y: jax.Array) -> jax.Array:  # -> [(D*)S, L, H, hd]: shards' segments side by side
+            return per_shard(to_segments, y, *layout).reshape(-1, width, *y.shape[-2:])
+
+        q = segments(apply_vision_rope(qkv[..., 0, :, :], cos, sin))
+        k = segments(apply_vision_rope(qkv[..., 1, :, :], cos, sin))
+        v = segments(qkv[..., 2, :, :])
+        out = attention(q, k, v, scale=self.head_dim**-0.5, key_mask=valid.reshape(-1, width),
+                        impl=self.attention_impl)
+        out = out.reshape(*gather.shape, *out.shape[-2:])
+        return self.proj(per_shard(from_segments, out, *layout).reshape(*lead, -1))
 
 
 _ACTS = {
@@ -268,7 +287,7 @@ class Qwen25PatchMerger(nnx.Module):
         self.d4 = d4
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.mlp2(_exact_gelu(self.mlp0(self.ln_q(x).reshape(-1, self.d4))))
+        return self.mlp2(_exact_gelu(self.mlp0(self.ln_q(x).reshape(*x.shape[:-2], -1, self.d4))))
 
 
 class Qwen3PatchMerger(nnx.Module):
@@ -284,8 +303,9 @@ class Qwen3PatchMerger(nnx.Module):
         self.postshuffle, self.d4 = postshuffle, d4
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        grouped = (*x.shape[:-2], -1, self.d4)  # merge units of 4 consecutive rows (per shard)
         if self.postshuffle:
-            x = self.norm(x.reshape(-1, self.d4))
+            x = self.norm(x.reshape(grouped))
         else:
-            x = self.norm(x).reshape(-1, self.d4)
+            x = self.norm(x).reshape(grouped)
         return self.linear_fc2(_exact_gelu(self.linear_fc1(x)))
