@@ -120,6 +120,20 @@ def _tiny_sft():
     return c
 
 
+def test_attention_flops_are_the_attention_terms_of_the_model_flops():
+    from vtg_jax.models.qwen_vl.presets import get_preset
+    from vtg_jax.plan import flops
+
+    cfg = get_preset("qwen3-vl-8b")
+    pairs = flops.causal_pairs(8192)
+    assert flops.text_attention(cfg.text, pairs) == (flops.text_forward(cfg.text, 8192, pairs, 0)
+                                                     - flops.text_forward(cfg.text, 8192, 0, 0))
+    v = cfg.vision  # Qwen3: every block attends whole frame groups
+    assert flops.vision_full_attention(cfg, 4, 16, 30) == v.depth * 4 * v.hidden_size * (4 * 16 * 30) * (16 * 30)
+    q25 = get_preset("qwen2.5-vl-7b")  # Qwen2.5: only the full-attention blocks (windows stay in XLA)
+    assert flops.vision_full_attention(q25, 2, 8, 8) == len(q25.vision.fullatt_block_indexes) * 4 * 1280 * 128 * 64
+
+
 def test_plan_of_the_tiny_sft_recipe_on_eight_cpu_devices():
     """Every program compiles on cpu:8 with its memory and cost; a chip with too little HBM makes each
     program that exceeds it a named refusal with its shortfall (the CLI exits 1 on those)."""
@@ -171,3 +185,7 @@ def test_plan_of_the_tiny_recipe_on_a_tpu_topology(tmp_path):
     plan = json.loads(out.read_text())
     assert plan["tpu_topology"] == "v5e:2x2" and plan["iteration"]["fits"]
     assert all(p["fits"] and p["roofline_s"] > 0 for p in plan["programs"])
+    # "auto" attention is the splash kernel on a TPU: its FLOPs are added to XLA's count (prefill only;
+    # a decode step attends the cache in XLA)
+    kernel = {p["name"]: p["kernel_flops"] for p in plan["programs"]}
+    assert kernel["eval_prefill"] > 0 and kernel["eval_decode"] == 0

@@ -49,6 +49,20 @@ def vision_forward(cfg: QwenVLConfig, groups: int, grid_h: int, grid_w: int) -> 
     return float(flops)
 
 
+def text_attention(t: TextConfig, context_pairs: int) -> float:
+    """The attention part of `text_forward` (QK^T and PV over `context_pairs` query-key pairs)."""
+    return float(t.num_hidden_layers * 4 * t.num_attention_heads * t.head_dim * context_pairs)
+
+
+def vision_full_attention(cfg: QwenVLConfig, groups: int, grid_h: int, grid_w: int) -> float:
+    """The full-attention (frame-group segment) part of `vision_forward`, the vision attention a TPU runs
+    in the splash kernel (Qwen2.5's 64-patch windows stay in XLA)."""
+    v: VisionConfig = cfg.vision
+    blocks = v.depth if cfg.family == "qwen3_vl" else len(v.fullatt_block_indexes)
+    n = groups * grid_h * grid_w
+    return float(blocks * 4 * v.hidden_size * n * grid_h * grid_w)
+
+
 def prefill(cfg: QwenVLConfig, prompts: int, prompt_tokens: int, vision: float) -> float:
     """A prefill of `prompts` prompts (vision tower + prompt, logits at the last position)."""
     return prompts * (vision + text_forward(cfg.text, prompt_tokens, causal_pairs(prompt_tokens), 1))

@@ -70,6 +70,12 @@ class AbstractRun:
     teacher: Optional[AbstractModel] = None
     reference: Optional[AbstractModel] = None
 
+    def kernel_attention(self, section: Any) -> bool:
+        """Whether the model of `section` runs its self-attention in Pallas kernels on this mesh ("auto"
+        or "splash" on a TPU slice), so that its attention FLOPs are missing from XLA's count."""
+        tpu = self.mesh.devices.flat[0].platform == "tpu"
+        return tpu and model_options(section)["attention_impl"] in ("auto", "splash")
+
     def replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec())
 
@@ -104,6 +110,9 @@ class Program:
     model_flops: float
     in_iteration: bool = True
     after: Optional[str] = None  # a program whose compiled outputs are this one's inputs
+    # FLOPs (all chips, all calls) that run inside Pallas kernels (splash attention on TPU), which XLA's
+    # cost analysis does not count: the attention part of the model FLOPs, x 3 in an update.
+    kernel_flops: float = 0.0
     on_compiled: Optional[Callable[[Any, Any], None]] = None  # (compiled, lowered): hands outputs on
 
 
@@ -260,24 +269,34 @@ def _train_program(run: AbstractRun) -> Program:
     vision = model_flops.vision_forward(run.cfg, geo.groups, geo.grid_h, geo.grid_w)
     flops = model_flops.train_step(run.cfg, batch, batch * rows, geo.prompt_tokens, new, vision,
                                    bool(c.model.freeze_vision))
+    seq = geo.prompt_tokens + new
+    kernel = 0.0
+    if run.kernel_attention(c.model):
+        kernel = (3 * batch * rows * model_flops.text_attention(run.cfg.text, model_flops.causal_pairs(seq))
+                  + batch * (1 if c.model.freeze_vision else 3)
+                  * model_flops.vision_full_attention(run.cfg, geo.groups, geo.grid_h, geo.grid_w))
     if teacher is not None:  # OP-FKD's teacher forward over the same sequences, inside the step
         t_vision = model_flops.vision_forward(teacher.cfg, geo.groups, geo.grid_h, geo.grid_w)
         flops += model_flops.train_step(teacher.cfg, batch, batch * rows, geo.prompt_tokens, new, t_vision, True) / 3
     names = ("params", "opt_state", "frozen") + (() if teacher is None else ("teacher",))
-    return Program("train_step", lower, calls=micro, arguments=names, model_flops=flops)
+    return Program("train_step", lower, calls=micro, arguments=names, model_flops=flops, kernel_flops=kernel)
 
 
 def _sampling_programs(run: AbstractRun, prefix: str, model: AbstractModel, arguments: tuple[str, ...],
-                       prompts: int, samples: int, new_tokens: int, *, decode: bool, greedy: bool = False,
-                       in_iteration: bool = True) -> list[Program]:
-    """prefill + (decode loop | teacher-forced score) of `model` for `prompts` x `samples` rows."""
+                       prompts: int, samples: int, new_tokens: int, *, decode: bool, kernels: bool,
+                       greedy: bool = False, in_iteration: bool = True) -> list[Program]:
+    """prefill + (decode loop | teacher-forced score) of `model` for `prompts` x `samples` rows; `kernels`:
+    its attention runs in Pallas kernels (`AbstractRun.kernel_attention`)."""
     c, geo = run.config, run.geometry
     sampler = Sampler(run, model, prompts, samples)
     slots = completion_buffer(new_tokens)
     vision = model_flops.vision_forward(model.cfg, geo.groups, geo.grid_h, geo.grid_w)
+    attention = prompts * (model_flops.text_attention(model.cfg.text, model_flops.causal_pairs(geo.prompt_tokens))
+                           + model_flops.vision_full_attention(model.cfg, geo.groups, geo.grid_h, geo.grid_w))
     pre = Program(f"{prefix}_prefill", lambda: sampler.lower_prefill(slots), calls=1, arguments=arguments,
                   model_flops=model_flops.prefill(model.cfg, prompts, geo.prompt_tokens, vision),
-                  in_iteration=in_iteration, on_compiled=sampler.prefill_outputs)
+                  in_iteration=in_iteration, on_compiled=sampler.prefill_outputs,
+                  kernel_flops=attention if kernels else 0.0)
     rows = prompts * samples
     tail_flops = model_flops.completions(model.cfg, rows, geo.prompt_tokens, new_tokens)
     if decode:  # greedy (an evaluation) samples nothing: top-k / top-p off; a rollout's from its section
@@ -288,8 +307,11 @@ def _sampling_programs(run: AbstractRun, prefix: str, model: AbstractModel, argu
             calls=new_tokens, arguments=arguments, model_flops=tail_flops, in_iteration=in_iteration,
             after=pre.name)
     else:
+        # Teacher forcing reads the shared prompt prefix in the splash kernel (a decode step does not).
+        prefix_pairs = rows * model_flops.text_attention(model.cfg.text, new_tokens * geo.prompt_tokens)
         tail = Program(f"{prefix}_score", lambda: sampler.lower_score(slots), calls=1, arguments=arguments,
-                       model_flops=tail_flops, in_iteration=in_iteration, after=pre.name)
+                       model_flops=tail_flops, in_iteration=in_iteration, after=pre.name,
+                       kernel_flops=prefix_pairs if kernels else 0.0)
     return [pre, tail]
 
 
@@ -307,18 +329,21 @@ def iteration_programs(run: AbstractRun) -> list[Program]:
     out: list[Program] = []
     if "rollout_prefill" in names:
         out += _sampling_programs(run, "rollout", run.policy(), policy_args, batch, _rollout_samples(c),
-                                  int(c.rollout.max_new_tokens), decode=True)
+                                  int(c.rollout.max_new_tokens), decode=True, kernels=run.kernel_attention(c.model))
     if run.teacher is not None and "teacher_prefill" in names:
         # OPD scores the student's rollout; OP-RKD the ground-truth answer (its buffer: the answer's length)
         new_t = int(c.rollout.max_new_tokens) if c.algorithm == "opd" else run.geometry.answer_tokens
-        out += _sampling_programs(run, "teacher", run.teacher, ("teacher",), batch, 1, new_t, decode=False)
+        out += _sampling_programs(run, "teacher", run.teacher, ("teacher",), batch, 1, new_t, decode=False,
+                                  kernels=run.kernel_attention(c.teacher))
     if run.reference is not None and "reference_prefill" in names:
         out += _sampling_programs(run, "reference", run.reference, ("reference",), batch,
-                                  int(c.rollout.num_samples), int(c.rollout.max_new_tokens), decode=False)
+                                  int(c.rollout.num_samples), int(c.rollout.max_new_tokens), decode=False,
+                                  kernels=run.kernel_attention(reference_section(c)))
     if c.algorithm != "eval":
         out.append(_train_program(run))
     if tuple(c.eval.splits):
         e = c.eval
         out += _sampling_programs(run, "eval", run.policy(), policy_args, int(e.batch_size), 1,
-                                  int(e.max_new_tokens), decode=True, greedy=True, in_iteration=False)
+                                  int(e.max_new_tokens), decode=True, greedy=True, in_iteration=False,
+                                  kernels=run.kernel_attention(c.model))
     return out
