@@ -180,6 +180,8 @@ def test_vision_shards_prefill_matches_one_packing(model, shared):
     prompts = prepare_prompts(model.cfg, inputs, vision_shards=2)
     assert prompts.pixel_values_videos.shape[0] == 2
     assert all(v.shape[0] == 2 for v in prompts.vision_inputs.values())
+    mixed = H.batch([samples[0], H.concat(b.text(3), b.video(2, 4, 6), b.text(2))])  # two frame geometries
+    assert prepare_prompts(model.cfg, mixed, vision_shards=2).pixel_values_videos.ndim == 2  # one packing
     with pytest.raises(ValueError, match="do not split"):
         shard_videos(model.cfg, np.asarray(inputs["input_ids"]), inputs["pixel_values_videos"],
                      inputs["video_grid_thw"], 3)

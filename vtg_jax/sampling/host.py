@@ -92,7 +92,8 @@ def prepare_prompts(cfg: QwenVLConfig, inputs: dict[str, Any], min_bucket: int =
 
     vision_shards D > 1: the videos of each group of B/D consecutive prompts are packed apart
     ([D, rows, C], `models.qwen_vl.VisionTower`), each padded to the same bucketed number of frames, so
-    the prefill runs every data shard's videos on its own chips (`shard_videos`)."""
+    the prefill runs every data shard's videos on its own chips (`shard_videos`). Batches with images or
+    with videos of several frame geometries keep one packing."""
     if "input_ids" not in inputs:
         raise ValueError("inputs must hold input_ids")
     unknown = sorted(set(inputs) - set(KNOWN_INPUTS))
@@ -123,7 +124,8 @@ def prepare_prompts(cfg: QwenVLConfig, inputs: dict[str, Any], min_bucket: int =
         return None if v is None else np.asarray(v, np.float32)
 
     videos, vision_inputs = opt("pixel_values_videos"), host["vision_inputs"]
-    if videos is not None and vision_shards > 1 and inputs.get("pixel_values") is None:
+    if videos is not None and vision_shards > 1 and inputs.get("pixel_values") is None \
+            and len(_geometries(inputs["video_grid_thw"])) == 1:  # else one packing, as before
         videos, vision_inputs = shard_videos(cfg, ids, videos, inputs["video_grid_thw"], vision_shards)
     elif videos is not None:
         videos, vision_inputs = _pad_video_rows(cfg, videos, inputs.get("image_grid_thw"),
@@ -171,6 +173,10 @@ def _pad_video_rows(cfg: QwenVLConfig, videos: np.ndarray, image_grid: Any, vide
     return padded, prepare_vision_inputs(cfg.vision, cfg.family, grid)
 
 
+def _geometries(video_grid: Any) -> set[tuple[int, int]]:
+    return {(int(h), int(w)) for _, h, w in np.asarray(video_grid, np.int64).reshape(-1, 3)}
+
+
 def shard_videos(cfg: QwenVLConfig, ids: np.ndarray, videos: np.ndarray, video_grid: Any,
                  shards: int) -> tuple[np.ndarray, dict]:
     """HF-layout video rows of B prompts ([N, C] in placeholder order, one grid row per video or per
@@ -182,7 +188,7 @@ def shard_videos(cfg: QwenVLConfig, ids: np.ndarray, videos: np.ndarray, video_g
     if b % shards:
         raise ValueError(f"{b} prompts do not split into {shards} vision shards")
     grid = np.asarray(video_grid, np.int64).reshape(-1, 3)
-    hw = {(int(h), int(w)) for _, h, w in grid}
+    hw = _geometries(grid)
     if len(hw) != 1:
         raise ValueError(f"vision shards need one frame geometry per batch; got {sorted(hw)}")
     (gh, gw), = hw
