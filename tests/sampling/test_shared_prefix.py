@@ -109,11 +109,15 @@ def test_score_on_shared_prefix(model):
     np.testing.assert_allclose(np.asarray(got)[:, :n].reshape(out["tokens"].shape), out["logprobs"], atol=1e-5)
 
 
-@pytest.mark.parametrize("t", [1, 5])
-def test_shared_prefix_attention_matches_concatenated(t):
-    """The kernel itself: equal to `attention` over [repeated prefix ++ suffix] with the same masks."""
+@pytest.mark.parametrize("t", [1, 5, 40])
+@pytest.mark.parametrize("prefix_impl", ["auto", "splash"])
+def test_shared_prefix_attention_matches_concatenated(t, prefix_impl):
+    """The kernel itself: equal to `attention` over [repeated prefix ++ suffix] with the same masks, with
+    the prefix part in XLA ("auto" on this CPU) or in splash (Pallas' interpreter: log-sum-exp residuals
+    merged with the suffix; 40 scoring tokens stack 360 rows, three query blocks; 150 prefix keys pad to a
+    whole key block)."""
     rng = np.random.default_rng(0)
-    b, g, p, s, nk, gq, hd = 2, 3, 11, 7, 2, 3, 8
+    b, g, p, s, nk, gq, hd = 2, 3, 150, 7, 2, 3, 8
     q = jnp.asarray(rng.normal(size=(b * g, t, nk * gq, hd)), jnp.float32)
     pk, pv = (jnp.asarray(rng.normal(size=(b, p, nk, hd)), jnp.float32) for _ in range(2))
     sk, sv = (jnp.asarray(rng.normal(size=(b * g, s, nk, hd)), jnp.float32) for _ in range(2))
@@ -123,7 +127,7 @@ def test_shared_prefix_attention_matches_concatenated(t):
     off = 1
     heads_major = [x.transpose(0, 2, 1, 3) for x in (pk, pv, sk, sv)]  # the SharedPrefixKV layout
     got = jax.jit(lambda *a: shared_prefix_attention(*a, scale=hd**-0.5, prefix_mask=pmask, key_mask=smask,
-                                                     q_offset=off))(q, *heads_major)
+                                                     q_offset=off, impl=prefix_impl))(q, *heads_major)
     kk = jnp.concatenate([jnp.repeat(pk, g, axis=0), sk], axis=1)
     vv = jnp.concatenate([jnp.repeat(pv, g, axis=0), sv], axis=1)
     full_mask = np.concatenate([np.repeat(pmask, g, axis=0), smask], axis=1)

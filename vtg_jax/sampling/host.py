@@ -17,7 +17,7 @@ import numpy as np
 
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
 from vtg_jax.models.qwen_vl.model import prepare_inputs
-from vtg_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
+from vtg_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs, stack_packings
 
 MIN_BUCKET = 32
 NEW_TOKEN_ROUND = 32
@@ -158,7 +158,7 @@ def _pad_video_rows(cfg: QwenVLConfig, videos: np.ndarray, image_grid: Any, vide
     (they come after every real feature) and attention never crosses frames, so outputs are unchanged
     (tests/sampling/test_sampler_behaviour.py). Mixed frame geometries are left unpadded."""
     vgrid = np.asarray(video_grid, np.int64).reshape(-1, 3)
-    hw = {(int(h), int(w)) for _, h, w in vgrid}
+    hw = _geometries(vgrid)
     if len(hw) != 1:
         return videos, vision_inputs
     (gh, gw), = hw
@@ -168,13 +168,20 @@ def _pad_video_rows(cfg: QwenVLConfig, videos: np.ndarray, image_grid: Any, vide
         return videos, vision_inputs
     grids = [g for g in (None if image_grid is None else np.asarray(image_grid, np.int64).reshape(-1, 3), vgrid)
              if g is not None]
-    grid = np.concatenate(grids + [np.asarray([[filler, gh, gw]], np.int64)])
-    padded = np.concatenate([videos, np.zeros((filler * gh * gw, videos.shape[1]), videos.dtype)])
+    padded, grid = _with_filler(videos, np.concatenate(grids), filler, gh, gw)
     return padded, prepare_vision_inputs(cfg.vision, cfg.family, grid)
 
 
 def _geometries(video_grid: Any) -> set[tuple[int, int]]:
     return {(int(h), int(w)) for _, h, w in np.asarray(video_grid, np.int64).reshape(-1, 3)}
+
+
+def _with_filler(rows: np.ndarray, grid: np.ndarray, frames: int, gh: int, gw: int) -> tuple[np.ndarray, np.ndarray]:
+    """`rows` followed by `frames` zero filler frames of gh x gw patches, and `grid` with their entry."""
+    if frames == 0:
+        return rows, grid
+    filler = np.zeros((frames * gh * gw, rows.shape[1]), rows.dtype)
+    return np.concatenate([rows, filler]), np.concatenate([grid, np.asarray([[frames, gh, gw]], np.int64)])
 
 
 def shard_videos(cfg: QwenVLConfig, ids: np.ndarray, videos: np.ndarray, video_grid: Any,
@@ -208,13 +215,9 @@ def shard_videos(cfg: QwenVLConfig, ids: np.ndarray, videos: np.ndarray, video_g
     frames = max(frame_bucket(len(p) // (gh * gw)) for p in parts)
     packed = []
     for part, g in zip(parts, grids):
-        filler = frames - len(part) // (gh * gw)
-        if filler:
-            g = np.concatenate([g, [[filler, gh, gw]]])
-            part = np.concatenate([part, np.zeros((filler * gh * gw, part.shape[1]), part.dtype)])
+        part, g = _with_filler(part, g, frames - len(part) // (gh * gw), gh, gw)
         packed.append((part, prepare_vision_inputs(cfg.vision, cfg.family, g)))
-    return (np.stack([p for p, _ in packed]),
-            {k: np.stack([v[k] for _, v in packed]) for k in packed[0][1]})
+    return stack_packings(packed)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
-from vtg_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
+from vtg_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs, stack_packings
 
 TEXT_KEYS = ("input_ids", "attention_mask", "loss_mask")
 
@@ -88,12 +88,7 @@ def prepare_batch(cfg: QwenVLConfig, batch: Mapping[str, np.ndarray], num_micro:
             packed = [_pack_videos(cfg, batch, slice(a * b, (a + 1) * b)) for a in range(num_micro)]
         else:
             per = b // vision_shards
-            packed = [_stack([_pack_videos(cfg, batch, slice(a * b + d * per, a * b + (d + 1) * per))
+            packed = [stack_packings([_pack_videos(cfg, batch, slice(a * b + d * per, a * b + (d + 1) * per))
                               for d in range(vision_shards)]) for a in range(num_micro)]
-        out["pixel_values_videos"], out["vision_inputs"] = _stack(packed)
+        out["pixel_values_videos"], out["vision_inputs"] = stack_packings(packed)
     return out
-
-
-def _stack(packed: list[tuple[np.ndarray, dict]]) -> tuple[np.ndarray, dict]:
-    """(rows, vision_inputs) packings of equal shapes stacked on a new leading axis."""
-    return np.stack([p for p, _ in packed]), {k: np.stack([v[k] for _, v in packed]) for k in packed[0][1]}

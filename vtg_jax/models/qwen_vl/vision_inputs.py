@@ -162,3 +162,9 @@ def prepare_vision_inputs(cfg: VisionConfig, family: str, grid_thw: np.ndarray) 
     # positions in the windowed order and one layout serves both orders.
     out["full_gather"], out["full_valid"], out["full_scatter"] = pack_segments(out["segment_ids"])
     return out
+
+
+def stack_packings(packed: list[tuple[np.ndarray, dict[str, np.ndarray]]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(pixel rows, `prepare_vision_inputs`) packings of equal shapes stacked on a new leading axis: the
+    micro-batches of a step batch, or the vision shards of one (`VisionTower`)."""
+    return np.stack([p for p, _ in packed]), {k: np.stack([v[k] for _, v in packed]) for k in packed[0][1]}
