@@ -50,6 +50,9 @@ setup(
             # The reference of frame sampling (tests/data/test_qwen_vl_utils_parity.py); brings PyAV, which
             # writes the variable-frame-rate test video.
             "qwen-vl-utils==0.0.14",
+            # Drives Debian's chromium (apt packages chromium, chromium-driver; .ci/run installs them) in the
+            # predictions page's browser test (tests/io/test_predictions_page.py).
+            "selenium",
         ],
     },
 )

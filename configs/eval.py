@@ -2,9 +2,10 @@
 
 Greedy evaluation of a checkpoint (an HF directory, one of our run workdirs: its latest checkpoint, or
 <run workdir>/checkpoints/<step>: that kept step) on the whole val and test splits: R@0.3/0.5/0.7 and mIoU
-next to the video-blind baselines, predictions in <workdir>/predictions/<split>_eval.jsonl, figures in
-<workdir>/eval.json; --config.eval.export_hf=True also writes the model to <workdir>/hf (Hugging Face
-format: how vtg_jax/assets/synthetic_student was made from step 1,000 of the teacher's run).
+next to the video-blind baselines, predictions in <workdir>/predictions/<split>_eval.jsonl and a page of them
+to open in a browser (<split>_eval.html: timelines, frames, sortable), figures in <workdir>/eval.json;
+--config.eval.export_hf=True also writes the model to <workdir>/hf (Hugging Face format: how
+vtg_jax/assets/synthetic_student was made from step 1,000 of the teacher's run).
 
 Args: "" (the synthetic benchmark) | "paper" (your data: --config.data.val=... --config.data.frame_store=...
 --config.data.tokenizer=<HF dir>; the model's architecture comes from the checkpoint; frames as qwen-vl-utils

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from vtg_jax.data import decode as D
 from vtg_jax.data import extract as E
 from vtg_jax.data import ffmpeg_errors as FE
 from vtg_jax.data import worker_pool
@@ -271,7 +272,7 @@ class _BadTailReader:
 
 @pytest.mark.parametrize("bad,minimum,kept", [(37, 0.9, 37), (23, 0.5, 23), (23, 0.9, None), (0, 0.1, None)])
 def test_undecodable_tail_is_found_and_sampling_replanned(tmp_path, monkeypatch, bad, minimum, kept):
-    monkeypatch.setattr(E, "open_reader", lambda path, index: _BadTailReader(bad))
+    monkeypatch.setattr(D, "open_reader", lambda path, index: _BadTailReader(bad))
     (tmp_path / "v.bin").write_bytes(b"frames")
     status, entry = E.extract_task(("v", str(tmp_path / "v.bin"), str(tmp_path / "store"), "qwen2_5_vl", CFG, None,
                                     4, minimum))
@@ -421,6 +422,7 @@ class FakeReader:
 
 
 decord.VideoReader = FakeReader
+from vtg_jax.data import decode as D
 from vtg_jax.data import extract as E
 from vtg_jax.data.frame_sampling import SamplingConfig
 
@@ -455,6 +457,7 @@ def test_peak_memory_is_the_output_plus_a_chunk_not_all_frames_at_source_size(tm
 
 _REAL_PROBE = r"""
 import json, resource, sys
+from vtg_jax.data import decode as D
 from vtg_jax.data import extract as E
 from vtg_jax.data.frame_sampling import SamplingConfig
 

@@ -196,7 +196,7 @@ def test_failing_and_too_long_examples_are_skipped_and_counted():
     assert indices(batches) == [i for i in range(20) if i not in bad | too_long]
     assert [len(b["index"]) for b in batches] == [4, 4, 4, 4]  # batches are refilled, not shortened
     assert ld.metrics() == {"data/batches": 4, "data/skipped": 4, "data/skipped/transform_error": 3,
-                            "data/skipped/too_long/tokens": 1}
+                            "data/skipped/too_long/tokens": 1, "data/read": 20}  # 16 rows + 4 skipped
 
 
 # ------------------------------------------------------------------ checkpointable state

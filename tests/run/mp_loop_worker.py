@@ -23,7 +23,16 @@ def _run(name: str, **overrides) -> dict:
              mesh__tensor=2, eval__splits=(), **overrides)
     summary = train(c, workdir)
     assert summary["finished"] and summary["steps"] == 2
-    return {k: summary["last_metrics"][k] for k in KEYS if k in summary["last_metrics"]}
+    out = {k: summary["last_metrics"][k] for k in KEYS if k in summary["last_metrics"]}
+    # Per-host input: this process read its share of the 2 x 8 records (1/2 of them in 2 processes, all
+    # in 1), every process together all of them; the share times the process count is 1 in every layout.
+    import jax
+
+    read, every = summary["data"]["data/read"], summary["last_metrics"]["data/read_all"]
+    assert read * jax.process_count() == every == 2 * 8, (read, every)
+    out["data/read_share_x_processes"] = read * jax.process_count() / (2 * 8)
+    out["data/batch_crc"] = summary["last_metrics"]["data/batch_crc"]
+    return out
 
 
 def sft_steps() -> dict:

@@ -88,8 +88,8 @@ def test_sft_loss_falls_and_run_outputs(tmp_path, cache):
     assert s["finished"] and s["steps"] == 40 and s["skipped_updates"] == 0
     for key in ("R@0.3", "R@0.5", "R@0.7", "mIoU"):
         assert 0.0 <= s["eval"][f"eval/{key}"] <= 1.0
-    assert sorted(os.listdir(os.path.join(wd, "predictions"))) == ["val_step0.jsonl", "val_step20.jsonl",
-                                                                     "val_step40.jsonl"]
+    assert sorted(os.listdir(os.path.join(wd, "predictions"))) == [f"val_step{s}.{ext}" for s in (0, 20, 40)
+                                                                     for ext in ("html", "jsonl")]
     preds = [json.loads(x) for x in open(os.path.join(wd, "predictions", "val_step40.jsonl"))]
     assert len(preds) == 4 and {"qid", "answer", "pred", "iou", "gt"} <= set(preds[0])
     assert os.path.isfile(os.path.join(wd, "hf", "config.json")) and s["plots"]
@@ -110,6 +110,11 @@ def test_eval_recipe_reads_run_dir_and_hf_export(tmp_path, cache):
     assert got["run"]["val"]["model"] == got["hf"]["val"]["model"]
     assert got["run"]["test"]["model"]["n"] == 4 and "best_constant" in got["run"]["val"]["baselines"]
     assert os.path.isfile(tmp_path / "eval_hf" / "predictions" / "test_eval.jsonl")
+    # next to each jsonl its page: one row per query, with frames from the run's store
+    preds = [json.loads(x) for x in open(tmp_path / "eval_hf" / "predictions" / "test_eval.jsonl")]
+    page = (tmp_path / "eval_hf" / "predictions" / "test_eval.html").read_text()
+    assert page.count('<tr class="row') == len(preds) == 4 and all(p["qid"] in page for p in preds)
+    assert page.count('src="data:image/jpeg;base64,') == 4 * 4 and "R@0.5" in page
 
 
 def test_eval_recipe_picks_a_checkpoint_step_and_exports_it(tmp_path, cache):

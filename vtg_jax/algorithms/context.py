@@ -8,9 +8,12 @@ import jax
 import numpy as np
 from flax import nnx
 
+from vtg_jax.data.host_input import agree_on_buckets, gather_global_batch
 from vtg_jax.data.run_data import RunData
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
-from vtg_jax.parallel.rules import vision_shards_for
+from vtg_jax.parallel.distributed import batch_spec, host_local_to_global
+from vtg_jax.parallel.rules import batch_shards, vision_shards_for
+from vtg_jax.train.batch import packed_specs, prepare_batch
 from vtg_jax.rollout.samples import rollout_seed, sample_completions, score_completions
 from vtg_jax.train.state import TrainState, merge_model
 
@@ -24,7 +27,8 @@ class RunContext:
 
     `frozen`: the policy's untrained state (e.g. a frozen vision tower); `teacher` / `reference`: the
     frozen models the algorithm scores with (None when it uses none); `seed`: the base of the rollout
-    seeds (from the checkpointed PRNG key)."""
+    seeds (from the checkpointed PRNG key); `rows`: with several processes, the global-batch rows each
+    process reads (`parallel.distributed.process_rows`; per-host input), None when each reads them all."""
 
     config: Any
     model_cfg: QwenVLConfig
@@ -40,6 +44,7 @@ class RunContext:
     batch_sharding: Any = None
     teacher: Optional[nnx.Module] = None
     reference: Optional[nnx.Module] = None
+    rows: Optional[tuple[np.ndarray, ...]] = None
 
     def put(self, batch: Any) -> Any:
         """Host batch -> device (replicated over the mesh when sharded; see `run.data_setup`)."""
@@ -64,6 +69,31 @@ class RunContext:
         """Vision shards of each micro-batch (`train.batch.prepare_batch`): as many as the mesh's data
         shards (the logical `batch` axis) that divide the micro-batch; 1 without a mesh."""
         return vision_shards_for(self.mesh, int(self.config.batch_size) // int(self.config.micro_batches))
+
+    def host_batch(self, batch: dict) -> dict:
+        """The whole global batch on every process from each process's rows (`data.host_input`); the
+        batch itself when this process read every row."""
+        if self.rows is None:
+            return batch
+        return gather_global_batch(batch, self.rows, self.run_data.buckets)
+
+    def packs_own_rows(self) -> bool:
+        """Whether each process can pack its own rows into the step's global arrays (per-host input all
+        the way to the step): a mesh whose every batch shard holds whole vision shards of the micro-batch,
+        as many on each process."""
+        if self.mesh is None:
+            return False
+        shards = self.vision_shards()
+        return shards == batch_shards(self.mesh) and shards % jax.process_count() == 0
+
+    def put_own_rows(self, batch: dict) -> dict:
+        """`train.batch.prepare_batch` of this process's rows (padded as every process's, its share of the
+        vision shards) assembled into the step's global arrays, samples sharded over the batch axes;
+        needs `packs_own_rows()`."""
+        local = agree_on_buckets(batch, self.run_data.buckets)
+        packed = prepare_batch(self.model_cfg, local, int(self.config.micro_batches),
+                               self.vision_shards() // jax.process_count())
+        return host_local_to_global(packed, self.mesh, packed_specs(packed, batch_spec(self.mesh)))
 
     def step_shardings(self) -> dict:
         """The shardings a step factory takes (all None on one device)."""

@@ -45,7 +45,9 @@ class Algorithm:
     done_file: the workdir file that marks a finished run in a pipeline (training: summary.json with
     `finished`); programs: the jitted programs of one iteration, as `vtg_jax.plan` compiles them (a
     rollout's prefill and decode, a frozen model's prefill and scoring pass, the update); the evaluation
-    decode is planned for every algorithm."""
+    decode is planned for every algorithm; per_host_input: its iteration takes each process's own rows of
+    the loader batch (`data.host_input`) and builds the step's global arrays from them, instead of the
+    whole batch on every process (gathered by the loop)."""
 
     name: str
     job: str
@@ -56,6 +58,7 @@ class Algorithm:
     iteration: str = ""
     done_file: str = "summary.json"
     programs: tuple[str, ...] = ()
+    per_host_input: bool = False
 
     @property
     def trains(self) -> bool:
@@ -83,7 +86,7 @@ _REFERENCE = ("reference_prefill", "reference_score")
 _TEACHER = ("teacher_prefill", "teacher_score")
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("sft", "train", _TRAIN, step="vtg_jax.algorithms.sft:make_step",
-              iteration="vtg_jax.algorithms.sft:make_iteration", programs=("train_step",)),
+              iteration="vtg_jax.algorithms.sft:make_iteration", programs=("train_step",), per_host_input=True),
     Algorithm("grpo", "train", _TRAIN + ("rollout", "reward", "grpo", "reference"),
               uses_reference=_kl_reference, step="vtg_jax.algorithms.grpo:make_step",
               iteration="vtg_jax.algorithms.grpo:make_iteration", programs=_ROLLOUT + _REFERENCE + ("train_step",)),

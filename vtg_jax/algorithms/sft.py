@@ -16,11 +16,21 @@ def make_step(config: Any, graphdef: Any, tx: Any, schedule: Callable, *, state_
 
 
 def make_iteration(ctx: RunContext) -> Iteration:
-    step_fn = make_step(ctx.config, ctx.graphdef, ctx.tx, ctx.schedule, **ctx.step_shardings())
+    """Per-host input (the registry's `per_host_input`): `batch` is this process's rows. Each process packs
+    them into its share of the step's global arrays when the mesh allows (`RunContext.packs_own_rows`);
+    otherwise the rows are gathered and every process packs the whole batch."""
+    own_rows = ctx.packs_own_rows()
+    # own rows: the step takes the arrays' own sharding (samples over the batch axes), not a replicated one
+    shardings = dict(ctx.step_shardings(), **({"batch_sharding": None} if own_rows else {}))
+    step_fn = make_step(ctx.config, ctx.graphdef, ctx.tx, ctx.schedule, **shardings)
 
     def iterate(state, batch, step):
-        packed = prepare_batch(ctx.model_cfg, batch, ctx.config.micro_batches, ctx.vision_shards())
-        state, metrics = step_fn(state, ctx.frozen, ctx.put(packed))
+        if own_rows:
+            inputs = ctx.put_own_rows(batch)
+        else:
+            whole = ctx.host_batch(batch)
+            inputs = ctx.put(prepare_batch(ctx.model_cfg, whole, ctx.config.micro_batches, ctx.vision_shards()))
+        state, metrics = step_fn(state, ctx.frozen, inputs)
         return state, dict(metrics)
 
     iterate.step_fn = step_fn

@@ -1,5 +1,7 @@
 """Decoding for extraction: a video's sampled frames decoded a chunk at a time, and what a cut-off video needs.
 
+`decode_video` turns a video file (or a clip window of it) into the frames a sampling rule picks, at the
+rule's size, with their timestamps (what extraction stores and `python -m vtg_jax.predict` feeds the model).
 `decode_resized` keeps memory to the output plus a chunk of source frames. For cut-off videos (see
 extract.py's docstring): `whole_samples` gives decord a file it can open (an mp4 cut inside a sample is
 copied up to its last whole sample), `open_reader` turns decord's failure to open a file into a readable
@@ -9,13 +11,14 @@ and `frames_duration` / `kept_fraction` measure that prefix against the whole vi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 from typing import Any, Iterator, Optional
 
 from vtg_jax.data.ffmpeg_errors import describe_decoder_error
-from vtg_jax.data.frame_sampling import is_variable_frame_rate
-from vtg_jax.data.mp4_index import Mp4Index
+from vtg_jax.data.frame_sampling import SamplingConfig, is_variable_frame_rate, plan_frames
+from vtg_jax.data.mp4_index import Mp4Index, read_index
 from vtg_jax.data.video import resize_frames
 
 
@@ -114,3 +117,86 @@ def first_undecodable(vr: Any, good: int, bad: int) -> int:
         except decord.DECORDError:
             return i
     return bad
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedVideo:
+    """A video's sampled frames, uint8 [T, H, W, 3] at the rule's size, and what a frame store records
+    of them (`manifest_fields`)."""
+
+    frames: Any
+    frame_indices: Any  # source frame numbers
+    timestamps: Any  # seconds from the start of the video (or of its window), one per frame
+    sample_fps: float  # the rate the frames represent (Qwen2.5's second_per_grid_ts)
+    source_fps: float
+    num_source_frames: int  # the decodable ones
+    variable_frame_rate: bool
+    duration: float  # seconds of the video (of its window)
+    clip: Optional[tuple[float, float]]
+    source_shape: tuple[int, int]
+    truncated: Optional[dict]  # {decoded_frames, source_frames, kept_fraction, cause} of a cut-off video
+
+    def manifest_fields(self) -> dict[str, Any]:
+        return {"sample_fps": self.sample_fps, "source_fps": self.source_fps,
+                "num_source_frames": self.num_source_frames, "variable_frame_rate": self.variable_frame_rate,
+                "duration": self.duration, "clip": None if self.clip is None else [float(x) for x in self.clip],
+                "frame_indices": [int(i) for i in self.frame_indices],
+                "timestamps": [float(t) for t in self.timestamps], "source_shape": list(self.source_shape),
+                "truncated": self.truncated}
+
+
+def decode_video(path: str, family: str, sampling: SamplingConfig, *, window: Optional[tuple[float, float]] = None,
+                 chunk_frames: int = 4, min_decoded_fraction: float = 0.9, tmp_dir: Optional[str] = None
+                 ) -> DecodedVideo:
+    """The frames `sampling` picks from the video at `path` (or its `window` in seconds), resized for
+    `family`. Raises VideoError with a readable reason for a missing, empty, undecodable or too-short
+    file. A video whose end is missing or does not decode keeps its decodable start when that covers
+    `min_decoded_fraction` of it (sampling planned again over that prefix, `truncated` says so); a copy
+    of a file cut inside a sample goes to `tmp_dir` (default: the system's) while it is decoded."""
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise VideoError("missing file")
+    if os.path.getsize(path) == 0:
+        raise VideoError("empty file (0 bytes)")
+    index = read_index(path)
+    with whole_samples(path, index, tmp_dir or tempfile.gettempdir()) as readable:
+        vr = open_reader(readable, index)
+        total, src_fps = len(vr), float(vr.get_avg_fps())
+        if total <= 0:
+            raise VideoError("zero-length video (no frames)")
+        pts = np.asarray(vr.get_frame_timestamp(list(range(total))), np.float64)[:, 0]
+        h0, w0 = (int(x) for x in vr[0].shape[:2])  # one frame at source size: decord has no cheaper way
+        # A file cut short: its own tables know the frames and seconds it had; decord sees only what is left.
+        cut_short = index is not None and index.missing_samples and index.video is not None
+        source_frames = max(total, len(index.video.sizes)) if cut_short else total
+        source_seconds = ((index.video.seconds or source_frames / src_fps) if cut_short
+                          else frames_duration(pts, src_fps))
+        decodable, cause, kept = total, "the file ends early", 1.0
+        while True:  # each failure shortens the decodable prefix, so this ends
+            if decodable < source_frames:
+                kept_seconds = frames_duration(pts[:decodable], src_fps)
+                kept = kept_fraction(kept_seconds, source_seconds, window)
+                if kept < min_decoded_fraction:
+                    raise VideoError(f"no frame decodes: {cause}" if decodable == 0 else (
+                        f"truncated video: only the first {kept_seconds:.2f} s of {source_seconds:.2f} s decode "
+                        f"({decodable} of {source_frames} frames, {kept:.1%} of the {'clip' if window else 'video'}, "
+                        f"below min_decoded_fraction {min_decoded_fraction:g}): {cause}"))
+            plan = plan_frames(sampling, family, decodable, src_fps, h0, w0, pts=pts[:decodable], window=window)
+            try:
+                frames = decode_resized(vr, plan.indices, plan.size, chunk_frames)
+                break
+            except ChunkFailed as e:
+                cause = describe_decoder_error(e.__cause__)
+                # decord's decoder thread keeps an error and fails later reads too: fresh readers from here
+                decodable = first_undecodable(open_reader(readable, index), e.good, e.bad)
+                vr = open_reader(readable, index)
+    video_seconds = frames_duration(pts[:decodable], src_fps)
+    return DecodedVideo(
+        frames=frames, frame_indices=plan.indices, timestamps=plan.timestamps, sample_fps=plan.sample_fps,
+        source_fps=src_fps, num_source_frames=decodable, variable_frame_rate=plan.variable_frame_rate,
+        duration=video_seconds if window is None else min(window[1], video_seconds) - window[0],
+        clip=None if window is None else (float(window[0]), float(window[1])), source_shape=(h0, w0),
+        truncated=None if decodable == source_frames else {
+            "decoded_frames": decodable, "source_frames": source_frames, "kept_fraction": round(kept, 4),
+            "cause": cause})

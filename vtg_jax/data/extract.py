@@ -64,12 +64,10 @@ from typing import Any, Optional, Sequence
 
 from vtg_jax.data.adapters.generic import load_records_jsonl
 from vtg_jax.data.datasets import load_dataset
-from vtg_jax.data.decode import (ChunkFailed, VideoError, decode_resized, first_undecodable, frames_duration,
-                                 kept_fraction, open_reader, whole_samples)
+from vtg_jax.data.decode import VideoError, decode_video
 from vtg_jax.data.ffmpeg_errors import describe_decoder_error
-from vtg_jax.data.frame_sampling import RULES, SamplingConfig, plan_frames
+from vtg_jax.data.frame_sampling import RULES, SamplingConfig
 from vtg_jax.data.frame_store import ERRORS, MANIFEST, STORE_INFO, WARNINGS, array_spec, read_manifest
-from vtg_jax.data.mp4_index import read_index
 from vtg_jax.data.video import family_spec
 from vtg_jax.data.worker_pool import run_tasks
 
@@ -110,52 +108,15 @@ def array_key(video_id: str) -> str:
 def extract_one(video_id: str, path: str, out: str, family: str, sampling: SamplingConfig,
                 window: Optional[tuple[float, float]] = None, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
                 min_decoded_fraction: float = DEFAULT_MIN_DECODED_FRACTION) -> dict[str, Any]:
-    """Decodes, samples, resizes and writes one video (or its `window` in seconds); returns its
-    manifest entry. Raises on bad input. A video whose end is missing or does not decode keeps its
-    decodable start when that covers `min_decoded_fraction` of it (see the module docstring)."""
-    import numpy as np
+    """Decodes, samples, resizes (`decode.decode_video`) and writes one video (or its `window` in seconds);
+    returns its manifest entry. Raises on bad input. A video whose end is missing or does not decode keeps
+    its decodable start when that covers `min_decoded_fraction` of it (see the module docstring)."""
     import tensorstore as ts
 
-    if not os.path.isfile(path):
-        raise VideoError("missing file")
-    if os.path.getsize(path) == 0:
-        raise VideoError("empty file (0 bytes)")
-    index = read_index(path)
-    with whole_samples(path, index, os.path.join(out, TMP_DIR)) as readable:
-        vr = open_reader(readable, index)
-        total, src_fps = len(vr), float(vr.get_avg_fps())
-        if total <= 0:
-            raise VideoError("zero-length video (no frames)")
-        pts = np.asarray(vr.get_frame_timestamp(list(range(total))), np.float64)[:, 0]
-        h0, w0 = (int(x) for x in vr[0].shape[:2])  # one frame at source size: decord has no cheaper way
-        # A file cut short: its own tables know the frames and seconds it had; decord sees only what is left.
-        cut_short = index is not None and index.missing_samples and index.video is not None
-        source_frames = max(total, len(index.video.sizes)) if cut_short else total
-        source_seconds = ((index.video.seconds or source_frames / src_fps) if cut_short
-                          else frames_duration(pts, src_fps))
-        decodable, cause, kept = total, "the file ends early", 1.0
-        while True:  # each failure shortens the decodable prefix, so this ends
-            if decodable < source_frames:
-                kept_seconds = frames_duration(pts[:decodable], src_fps)
-                kept = kept_fraction(kept_seconds, source_seconds, window)
-                if kept < min_decoded_fraction:
-                    raise VideoError(f"no frame decodes: {cause}" if decodable == 0 else (
-                        f"truncated video: only the first {kept_seconds:.2f} s of {source_seconds:.2f} s decode "
-                        f"({decodable} of {source_frames} frames, {kept:.1%} of the {'clip' if window else 'video'}, "
-                        f"below min_decoded_fraction {min_decoded_fraction:g}): {cause}"))
-            plan = plan_frames(sampling, family, decodable, src_fps, h0, w0, pts=pts[:decodable], window=window)
-            try:
-                frames = decode_resized(vr, plan.indices, plan.size, chunk_frames)
-                break
-            except ChunkFailed as e:
-                cause = describe_decoder_error(e.__cause__)
-                # decord's decoder thread keeps an error and fails later reads too: fresh readers from here
-                decodable = first_undecodable(open_reader(readable, index), e.good, e.bad)
-                vr = open_reader(readable, index)
-    idx = plan.indices
-    h, w = plan.size
+    video = decode_video(path, family, sampling, window=window, chunk_frames=chunk_frames,
+                         min_decoded_fraction=min_decoded_fraction, tmp_dir=os.path.join(out, TMP_DIR))
+    t, h, w, _ = video.frames.shape
     key = array_key(video_id)
-    t = len(idx)
     codecs = [{"name": "sharding_indexed", "configuration": {
         "chunk_shape": [1, h, w, 3],
         "codecs": [{"name": "bytes"}, {"name": "zstd", "configuration": {"level": 3}}],
@@ -164,20 +125,9 @@ def extract_one(video_id: str, path: str, out: str, family: str, sampling: Sampl
         "shape": [t, h, w, 3], "data_type": "uint8", "codecs": codecs,
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [t, h, w, 3]}},
         "attributes": {"video_id": video_id, "family": family}})
-    ts.open(spec).result().write(frames).result()
-    video_seconds = frames_duration(pts[:decodable], src_fps)
-    return {
-        "video_id": video_id, "key": key, "path": path, "family": family, "sampling": sampling.rule,
-        "fps": sampling.fps, "sample_fps": plan.sample_fps, "source_fps": src_fps, "num_source_frames": decodable,
-        "variable_frame_rate": plan.variable_frame_rate,
-        "duration": video_seconds if window is None else min(window[1], video_seconds) - window[0],
-        "clip": None if window is None else [float(window[0]), float(window[1])],
-        "frame_indices": idx.tolist(), "timestamps": plan.timestamps.tolist(), "shape": [t, h, w, 3],
-        "source_shape": [h0, w0],
-        "truncated": None if decodable == source_frames else {
-            "decoded_frames": decodable, "source_frames": source_frames, "kept_fraction": round(kept, 4),
-            "cause": cause},
-    }
+    ts.open(spec).result().write(video.frames).result()
+    return {"video_id": video_id, "key": key, "path": path, "family": family, "sampling": sampling.rule,
+            "fps": sampling.fps, **video.manifest_fields(), "shape": [t, h, w, 3]}
 
 
 def extract_task(task: tuple) -> tuple[str, Any]:

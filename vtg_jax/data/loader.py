@@ -6,6 +6,9 @@ Pipeline (all deterministic given the seed, the records and `worker_count`):
     → static strided shard `[shard_index::shard_count]` (one per JAX process; equal-sized when
       `drop_remainder`, so every process yields the same number of examples per epoch)
     → shuffle(seed) → repeat(num_epochs)   (grain folds the epoch into the seed: a new order each epoch)
+    → or, with `rows` (per-host input of a training run): no static shard; every process shuffles the
+      same whole stream, cuts it into global batches of `global_batch_size` and keeps only the given
+      rows of each (`BatchRows`), so the processes' batches together are the one-process batch
     → map(transform + shape checks)        (an exception or an over-long example becomes a skip marker)
     → to_iter_dataset(ReadOptions)          (thread prefetch, order preserved)
     → skip-counting batcher                 (fills each batch with good examples; pads to buckets)
@@ -159,6 +162,54 @@ def collate(examples: Sequence[Mapping[str, Any]], buckets: Buckets) -> Example:
     return out
 
 
+class BatchRows(grain.MapDataset):
+    """Rows `rows` (positions in [0, global_batch_size)) of every consecutive global batch of `parent`:
+    element i is parent[(i // len(rows)) · global_batch_size + rows[i % len(rows)]]. A process that reads
+    only its rows of each global batch decodes only its share of the data (`make_loader(rows=...)`)."""
+
+    _MUTATES_ELEMENT_SPEC = False
+
+    def __init__(self, parent: grain.MapDataset, global_batch_size: int, rows: Sequence[int]):
+        super().__init__(parent)
+        rows = [int(r) for r in rows]
+        if not rows or sorted(set(rows)) != rows or rows[0] < 0 or rows[-1] >= global_batch_size:
+            raise ValueError(f"rows must be increasing positions in [0, {global_batch_size}), got {rows}")
+        self._global, self._rows = int(global_batch_size), rows
+
+    def __len__(self) -> int:
+        return len(self._parent) // self._global * len(self._rows)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        batch, k = divmod(int(index), len(self._rows))
+        return self._parent[batch * self._global + self._rows[k]]
+
+    def __str__(self) -> str:
+        return f"BatchRows(global_batch_size={self._global}, rows={len(self._rows)})"
+
+
+def pad_batch(batch: Mapping[str, Any], buckets: Buckets, lengths: Mapping[str, int]) -> Example:
+    """A collated batch with each bucket's axis (and its mask) padded on to `lengths[name]` (at least its
+    length now), e.g. to the length another process's batch was padded to."""
+    out = {k: np.asarray(v) for k, v in batch.items()}
+    for name, target in lengths.items():
+        bucket = buckets[name]
+        keys = dict(bucket.keys)
+        if bucket.mask_key is not None and bucket.mask_key not in keys:
+            keys[bucket.mask_key] = 0
+        for key, axis in keys.items():
+            if key not in out:
+                continue
+            arr, axis = out[key], axis + 1  # + the batch axis
+            if arr.shape[axis] > target:
+                raise ValueError(f"bucket {name!r}: {key} is {arr.shape[axis]} long, longer than {target}")
+            width = [(0, 0)] * arr.ndim
+            width[axis] = (0, int(target) - arr.shape[axis])
+            out[key] = np.pad(arr, width, constant_values=np.asarray(bucket.pad_values.get(key, 0), arr.dtype))
+    return out
+
+
 class PrepareExample:
     """Record → example, or a skip marker `{SKIP_KEY: reason}`; never raises (picklable for workers)."""
 
@@ -261,6 +312,7 @@ class GroundingLoader:
         self._it: Optional[grain.DatasetIterator] = None
         self.skipped: collections.Counter = collections.Counter()
         self.num_batches = 0
+        self.num_read = 0  # records this process prepared: batch rows and skipped ones
 
     def _iterator(self) -> grain.DatasetIterator:
         if self._it is None:
@@ -272,14 +324,17 @@ class GroundingLoader:
 
     def __next__(self) -> Example:
         batch = next(self._iterator())
-        self.skipped.update(batch.pop(_SKIPPED, {}))
+        skipped = batch.pop(_SKIPPED, {})
+        self.skipped.update(skipped)
         self.num_batches += 1
+        self.num_read += int(np.shape(batch["input_ids"])[0]) if "input_ids" in batch else 0
+        self.num_read += sum(skipped.values())
         return batch
 
     def get_state(self) -> dict:
         """The position after the last returned batch; plain JSON types only (for Orbax / json.dump)."""
         return {"version": _STATE_VERSION, "fingerprint": dict(self._fingerprint), "num_batches": self.num_batches,
-                "skipped": dict(self.skipped), "grain": self._iterator().get_state()}
+                "skipped": dict(self.skipped), "read": self.num_read, "grain": self._iterator().get_state()}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Restores a `get_state()` of a loader built with the same records and settings."""
@@ -292,10 +347,11 @@ class GroundingLoader:
         self._iterator().set_state(state["grain"])
         self.num_batches = int(state["num_batches"])
         self.skipped = collections.Counter({k: int(v) for k, v in state["skipped"].items()})
+        self.num_read = int(state.get("read", 0))  # states saved before reads were counted: from 0
 
     def metrics(self) -> dict[str, int]:
         """Flat `data/...` counters for the metrics writer."""
-        out = {"data/batches": self.num_batches, "data/skipped": sum(self.skipped.values())}
+        out = {"data/batches": self.num_batches, "data/skipped": sum(self.skipped.values()), "data/read": self.num_read}
         out.update({f"data/skipped/{k}": v for k, v in sorted(self.skipped.items())})
         return out
 
@@ -331,6 +387,7 @@ def _records_crc(records: Sequence[GroundingRecord]) -> int:
 def make_loader(records: Sequence[GroundingRecord], transform: Transform, *, batch_size: int, seed: int,
                 buckets: Buckets, shuffle: bool = True, num_epochs: Optional[int] = None, worker_count: int = 0,
                 shard_index: Optional[int] = None, shard_count: Optional[int] = None,
+                rows: Optional[Sequence[int]] = None, global_batch_size: Optional[int] = None,
                 drop_remainder: bool = True, read_threads: int = 2, prefetch_buffer_size: int = 32,
                 worker_buffer_size: int = 2) -> GroundingLoader:
     """Builds the pipeline described in the module docstring.
@@ -347,6 +404,8 @@ def make_loader(records: Sequence[GroundingRecord], transform: Transform, *, bat
       num_epochs: None repeats forever (training); an int stops after that many passes.
       worker_count: worker processes (0: transform runs in this process on `read_threads` threads).
       shard_index, shard_count: this process's shard; default jax.process_index()/process_count().
+      rows, global_batch_size: instead of a static shard, this process's rows of every global batch of
+        the shared shuffled stream (`BatchRows`; batch_size = len(rows)): what per-host input reads.
       drop_remainder: drop the short last batch and trim the records so all shards are equal-sized
         (training); False keeps every record (evaluation). Batches may straddle epoch boundaries.
       read_threads, prefetch_buffer_size: grain ReadOptions of the transform stage (per process).
@@ -360,15 +419,24 @@ def make_loader(records: Sequence[GroundingRecord], transform: Transform, *, bat
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if num_epochs is not None and num_epochs <= 0:
         raise ValueError(f"num_epochs must be None or positive, got {num_epochs}")
-    index, count = resolve_shard(shard_index, shard_count)
     records = list(records)
+    if rows is not None:
+        if global_batch_size is None or len(rows) != batch_size:
+            raise ValueError(f"rows need global_batch_size and batch_size = len(rows) ({len(rows)}), got "
+                             f"{global_batch_size} and {batch_size}")
+        index, count = 0, 1
+    else:
+        index, count = resolve_shard(shard_index, shard_count)
     n = len(records) - len(records) % count if drop_remainder else len(records)
     ds = grain.MapDataset.source(records)[:n][index::count]
     if len(ds) == 0:
         raise ValueError(f"shard {index}/{count} of {len(records)} records is empty")
     if shuffle:
         ds = ds.shuffle(seed=seed)
-    ds = ds.repeat(num_epochs).map(PrepareExample(transform, buckets))
+    ds = ds.repeat(num_epochs)
+    if rows is not None:
+        ds = BatchRows(ds, global_batch_size, rows)
+    ds = ds.map(PrepareExample(transform, buckets))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_buffer_size))
     it = _SkipBatchDataset(it, batch_size, drop_remainder, buckets)
     if worker_count > 0:
@@ -377,5 +445,6 @@ def make_loader(records: Sequence[GroundingRecord], transform: Transform, *, bat
                                                          per_worker_buffer_size=worker_buffer_size))
     fingerprint = {"records": len(records), "records_crc": _records_crc(records), "seed": seed, "shuffle": shuffle,
                    "num_epochs": num_epochs, "batch_size": batch_size, "drop_remainder": drop_remainder,
-                   "shard_index": index, "shard_count": count, "worker_count": worker_count}
+                   "shard_index": index, "shard_count": count, "worker_count": worker_count,
+                   **({} if rows is None else {"rows": [int(r) for r in rows], "global_batch_size": global_batch_size})}
     return GroundingLoader(it, fingerprint)

@@ -1,1 +1,2 @@
-"""Run files: Orbax checkpoints (with HF export), metrics.jsonl / TensorBoard / plots, workdir JSON and lock."""
+"""Run files: Orbax checkpoints (with HF export), metrics.jsonl / TensorBoard / plots, predictions pages,
+workdir JSON and lock."""

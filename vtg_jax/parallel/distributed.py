@@ -182,22 +182,54 @@ def local_batch_slice(mesh: Mesh, global_batch_size: int, spec: PartitionSpec | 
     return slice(covered[0][0], covered[-1][1])
 
 
+def rows_of_processes(row_owners: Mapping[Any, tuple[int, int]], process_of: Any, num_processes: int,
+                      global_batch_size: int, num_micro: int = 1) -> list[np.ndarray]:
+    """The global-batch rows each process holds, from a micro-batch's row ranges per device
+    (`row_owners`: device -> (start, stop) in [0, b), b = global_batch_size / num_micro) and each device's
+    process (`process_of(device)`): row a·b + j for every micro-batch a and every j its devices hold.
+    A row held by devices of several processes (batch axes that do not span the processes) is in each."""
+    if num_micro < 1 or global_batch_size % num_micro:
+        raise ValueError(f"batch size {global_batch_size} is not divisible into {num_micro} micro-batches")
+    b = global_batch_size // num_micro
+    held: list[set[int]] = [set() for _ in range(num_processes)]
+    for dev, (start, stop) in row_owners.items():
+        held[process_of(dev)].update(range(start, stop))
+    return [np.asarray([a * b + j for a in range(num_micro) for j in sorted(h)], np.int64) for h in held]
+
+
+def process_rows(mesh: Mesh, global_batch_size: int, num_micro: int = 1,
+                 spec: PartitionSpec | None = None) -> list[np.ndarray]:
+    """Per process, the rows of each global batch it holds when the step shards every micro-batch's rows
+    over the batch axes (`batch_spec`): what per-host input reads on that process (`rows_of_processes`)."""
+    b = global_batch_size // max(num_micro, 1)
+    sharding = NamedSharding(mesh, spec if spec is not None else batch_spec(mesh))
+    owners = {dev: (idx[0].start or 0, b if idx[0].stop is None else idx[0].stop)
+              for dev, idx in sharding.devices_indices_map((b,)).items()}
+    return rows_of_processes(owners, lambda dev: dev.process_index, jax.process_count(), global_batch_size,
+                             num_micro)
+
+
 def host_local_to_global(batch: Mapping[str, np.ndarray], mesh: Mesh,
                          specs: PartitionSpec | Mapping[str, PartitionSpec] | None = None) -> dict[str, jax.Array]:
     """Global jax Arrays from each process's local rows (`local_batch_slice`) of every array.
 
     `specs`: one PartitionSpec for all arrays, or a dict per key (missing keys, and None, use
-    `batch_spec`). With one process this is a plain sharded `device_put` of the whole batch.
+    `batch_spec`); a key's spec may be a dict of specs for a dict of arrays (e.g. `vision_inputs`). With
+    one process this is a plain sharded `device_put` of the whole batch.
     """
     default = batch_spec(mesh)
 
-    def spec_for(key: str) -> PartitionSpec:
+    def spec_for(key: str) -> Any:
         if isinstance(specs, PartitionSpec):
             return specs
         return (specs or {}).get(key, default)
 
-    return {k: jax.make_array_from_process_local_data(NamedSharding(mesh, spec_for(k)), np.asarray(v))
-            for k, v in batch.items()}
+    def put(value: Any, spec: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: put(v, spec.get(k, default) if isinstance(spec, Mapping) else spec) for k, v in value.items()}
+        return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), np.asarray(value))
+
+    return {k: put(v, spec_for(k)) for k, v in batch.items()}
 
 
 def global_to_host(tree: Any) -> Any:

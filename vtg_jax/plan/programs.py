@@ -29,11 +29,13 @@ from vtg_jax.algorithms import registry
 from vtg_jax.models.qwen_vl import QwenVL
 from vtg_jax.models.qwen_vl.config import QwenVLConfig, load_config
 from vtg_jax.models.qwen_vl.presets import get_preset
-from vtg_jax.parallel.rules import DEFAULT_RULES, sharded_call, vision_shards_for
+from vtg_jax.parallel.distributed import batch_spec
+from vtg_jax.parallel.rules import DEFAULT_RULES, batch_shards, sharded_call, vision_shards_for
 from vtg_jax.plan import flops as model_flops
 from vtg_jax.plan.shapes import VideoGeometry, completion_buffer, rl_batch, sampler_prompts, sft_batch, video_geometry
 from vtg_jax.sampling import engine
 from vtg_jax.run.model_setup import is_hf_dir, model_options, reference_section
+from vtg_jax.train.batch import packed_specs
 from vtg_jax.train.optim import make_optimizer
 from vtg_jax.run.config import optim_config
 from vtg_jax.train.state import TrainState, merge_model, split_model, state_shardings
@@ -244,14 +246,21 @@ def _train_program(run: AbstractRun) -> Program:
     c, geo = run.config, run.geometry
     batch, micro = int(c.batch_size), int(c.micro_batches)
     shards = vision_shards_for(run.mesh, batch // micro)  # as the loop packs (algorithms.context)
+    batch_sharding = run.replicated()
     if c.algorithm == "sft":  # no rollout: the loader's answer
         data = sft_batch(run.cfg, geo, batch, micro, shards)
         rows, new = 1, geo.answer_tokens
+        if shards == batch_shards(run.mesh):  # per-host input: samples sharded (`RunContext.packs_own_rows`)
+            specs = packed_specs(data, batch_spec(run.mesh))
+            data = jax.tree.map(lambda spec, x: SDS(x.shape, x.dtype, sharding=NamedSharding(run.mesh, spec)),
+                                specs, data, is_leaf=lambda x: isinstance(x, PartitionSpec))
+            batch_sharding = None
     else:
         rows, new = _train_rows(c), int(c.rollout.max_new_tokens)
         data = rl_batch(run.cfg, geo, batch, rows, new, micro, ref_logp=run.reference is not None,
                         teacher_logp=c.algorithm in ("opd", "op_rkd"), vision_shards=shards)
-    data = _replicate(data, run.replicated())
+    if batch_sharding is not None:
+        data = _replicate(data, batch_sharding)
     teacher = run.teacher if c.algorithm == "op_fkd" else None
     shardings_of = lambda tree: jax.tree.map(lambda s: s.sharding, tree)  # noqa: E731
     step = registry.get(c.algorithm).make_step(
@@ -259,7 +268,7 @@ def _train_program(run: AbstractRun) -> Program:
         teacher_graphdef=None if teacher is None else teacher.graphdef,
         teacher_sharding=None if teacher is None else shardings_of(teacher.state),
         state_sharding=shardings_of(run.train_state), frozen_sharding=shardings_of(run.frozen),
-        batch_sharding=run.replicated())
+        batch_sharding=batch_sharding)
     args = (run.train_state, run.frozen) + (() if teacher is None else (teacher.state,)) + (data,)
 
     def lower():

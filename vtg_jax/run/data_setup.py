@@ -66,6 +66,14 @@ def check_store_sampling(store_path: str, family: str, data: Any) -> None:
                          f"(python -m vtg_jax.data.extract --help) or set config.data to the store's")
 
 
+def make_processor(cfg: QwenVLConfig, tokenizer: Any, data: Any) -> QwenVLProcessor:
+    """The processor `config.data` describes: its prompt template, system turn, nominal fps and textual
+    timestamps ("auto": Qwen3 yes, Qwen2.5 no)."""
+    interleave = {"auto": None, "true": True, "false": False}[str(data.interleave_timestamps).lower()]
+    return QwenVLProcessor(cfg, tokenizer, template=data.template, fps=data.fps, interleave_timestamps=interleave,
+                           system=data.system or None)
+
+
 def _cache_key(syn: Any, family: str, data: Any) -> str:
     blob = json.dumps({"syn": {k: syn[k] for k in sorted(syn.keys()) if k != "enabled"}, "family": family,
                        "sampling": sampling_config(data).describe()}, sort_keys=True)
@@ -197,9 +205,7 @@ def build_run_data(cfg: QwenVLConfig, data: Any, workdir: str, *, progress: bool
             raise ValueError("set config.data.train / val / test and config.data.frame_store "
                              "(or config.data.synthetic.enabled=True)")
     tok = load_tokenizer(data.tokenizer, cfg.family, cache_dir)
-    interleave = {"auto": None, "true": True, "false": False}[str(data.interleave_timestamps).lower()]
-    proc = QwenVLProcessor(cfg, tok, template=data.template, fps=data.fps, interleave_timestamps=interleave,
-                           system=data.system or None)
+    proc = make_processor(cfg, tok, data)
     splits, load_stats = {}, {}
     for s in SPLITS:
         splits[s], stats = _read_split(paths[s])
@@ -219,15 +225,18 @@ def build_run_data(cfg: QwenVLConfig, data: Any, workdir: str, *, progress: bool
     return RunData(splits, paths["store"], proc, tok, buckets, transforms, missing, load_stats=load_stats)
 
 
-def make_train_loader(run_data: RunData, data: Any, *, batch_size: int, seed: int) -> Any:
-    """The training loader over `train`: seeded shuffle, repeated epochs, the run's buckets. Every
-    process reads the WHOLE global batch (shard_count=1): the step takes it replicated and the model's
-    activation constraints split the work over the `data` axis (see vtg_jax/run/loop.py)."""
+def make_train_loader(run_data: RunData, data: Any, *, batch_size: int, seed: int,
+                      rows: Optional[Sequence[int]] = None) -> Any:
+    """The training loader over `train`: seeded shuffle, repeated epochs, the run's buckets. `batch_size`
+    is the global batch; with `rows` (per-host input, `parallel.distributed.process_rows`) this process
+    reads only those rows of each global batch, else the whole batch (see vtg_jax/run/loop.py)."""
     if not run_data.splits["train"]:
         raise ValueError("the train split is empty")
-    return make_loader(run_data.splits["train"], run_data.transforms["train"], batch_size=batch_size, seed=seed,
-                       buckets=run_data.buckets, shard_index=0, shard_count=1, read_threads=data.read_threads,
-                       worker_count=data.worker_count)
+    shard = dict(shard_index=0, shard_count=1) if rows is None else dict(
+        rows=[int(r) for r in rows], global_batch_size=batch_size)
+    return make_loader(run_data.splits["train"], run_data.transforms["train"],
+                       batch_size=batch_size if rows is None else len(rows), seed=seed, buckets=run_data.buckets,
+                       read_threads=data.read_threads, worker_count=data.worker_count, **shard)
 
 
 def missing_summary(run_data: RunData) -> Optional[str]:

@@ -16,10 +16,13 @@ and the loader resumes mid-epoch, the continued run is bitwise the uninterrupted
 (tests/run/test_loop.py kills a run with SIGKILL to check). SIGTERM (a preemption) saves and exits.
 
 Parallelism: parameters, optimizer state and frozen models are sharded over the (data, fsdp, tensor)
-mesh by their logical names; every process reads the whole global batch and passes it replicated, and
-the model's activation constraints split the computation over `data` (batch) inside the step. This
-keeps multi-host input trivially consistent; per-host input sharding (`parallel.host_local_to_global`)
-would save host decoding at pod scale and is the next step.
+mesh by their logical names, and the model's activation constraints split the computation over the
+batch axes inside the step. Input is per host (`data.host_input`): with several processes each reads
+and decodes only the rows of every global batch that its devices hold (`parallel.distributed.
+process_rows`), so the processes' batches together are the one-process batch (`data/read` counts each
+process's records). SFT packs each process's rows into its share of the step's global arrays
+(`parallel.host_local_to_global`); the RL iterations, whose sampler and rewards take the whole batch
+on every host, get it gathered from the processes' rows (`RunContext.host_batch`).
 """
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ from vtg_jax.io.checkpoint import Checkpointer, CheckpointSaveError, export_hf, 
 from vtg_jax.io.metrics_log import MetricsLogger
 from vtg_jax.io.workdir import load_json, save_json
 from vtg_jax.io.workdir_lock import WorkdirLock
-from vtg_jax.parallel.distributed import is_main_process
+from vtg_jax.parallel.distributed import global_to_host, is_main_process, process_rows
 from vtg_jax.run.config import optim_config
 from vtg_jax.run.config_checks import require_complete
 from vtg_jax.run.data_setup import make_train_loader, missing_summary
@@ -89,10 +92,27 @@ def _context(config: Any, run: OpenRun, rng: np.ndarray) -> tuple[Any, RunContex
     if registry.get(config.algorithm).uses_reference(config):
         # the initial policy computing as config.reference says; "model" names its checkpoint fields in errors
         reference = build_model(reference_section(config), seed=config.seed, mesh=mesh, name="model")
+    rows = None  # one process reads every row
+    if mesh is not None and jax.process_count() > 1:
+        rows = tuple(process_rows(mesh, int(config.batch_size), int(config.micro_batches)))
     ctx = RunContext(config=config, model_cfg=model.cfg, graphdef=graphdef, frozen=frozen, tx=tx, schedule=schedule,
                      run_data=run_data, seed=int(rng[-1]), mesh=mesh, teacher=run.teacher, reference=reference,
-                     **shardings)
+                     rows=rows, **shardings)
     return state, ctx
+
+
+def _data_metrics(loader: Any, ctx: RunContext, rows: dict) -> dict[str, float]:
+    """The loader's counts (`data/read`: records this process read) with `data/read_all` (every process's)
+    and `data/batch_crc`, a checksum of the global batch's record indices (equal in every process layout);
+    `rows`: this process's rows of the batch."""
+    out = dict(loader.metrics())
+    index = np.asarray(ctx.host_batch({"record_index": np.asarray(rows["record_index"], np.int64)})["record_index"])
+    if ctx.rows is not None:
+        out["data/read_all"] = int(np.sum(global_to_host(np.asarray([out["data/read"]], np.int64))))
+    else:
+        out["data/read_all"] = out["data/read"]
+    out["data/batch_crc"] = float(zlib.crc32(index.tobytes()))
+    return out
 
 
 class RunFailed(RuntimeError):
@@ -153,7 +173,8 @@ def _run(config: Any, workdir: str, run: OpenRun, t_start: float) -> dict[str, A
     mesh, run_data = run.mesh, run.run_data
     rng = np.asarray(jax.random.key_data(jax.random.key(config.seed)))
     state, ctx = _context(config, run, rng)
-    loader = make_train_loader(run_data, config.data, batch_size=config.batch_size, seed=config.seed)
+    own_rows = None if ctx.rows is None else ctx.rows[jax.process_index()]
+    loader = make_train_loader(run_data, config.data, batch_size=config.batch_size, seed=config.seed, rows=own_rows)
     ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), save_every_n_steps=config.checkpoint.every,
                         keep_last=config.checkpoint.keep, async_save=config.checkpoint.async_save,
                         config=config)
@@ -178,7 +199,8 @@ def _run(config: Any, workdir: str, run: OpenRun, t_start: float) -> dict[str, A
     last_metrics: dict[str, float] = dict(logger.last_logged)  # a resume that logs nothing keeps these
     errors: list[str] = []  # why the run did not finish (reported once, in summary.json and RunFailed)
     step = start
-    iterate = registry.get(config.algorithm).make_iteration(ctx)
+    record = registry.get(config.algorithm)
+    iterate = record.make_iteration(ctx)
     policy = lambda: merge_model(ctx.graphdef, state.params, ctx.frozen)  # noqa: E731
     if start == 0 and config.eval.at_start and config.eval.splits:
         final_eval = run_evaluations(policy(), run_data, config, workdir, 0, mesh)
@@ -191,14 +213,13 @@ def _run(config: Any, workdir: str, run: OpenRun, t_start: float) -> dict[str, A
                   run_evaluations(ctx.teacher, run_data, config, workdir, 0, mesh, tag="teacher_"))
     try:
         for step in range(start + 1, config.steps + 1):
-            batch = next(loader)
+            rows = next(loader)  # this process's rows of the global batch (all of them on one process)
             t0 = time.perf_counter()
-            state, metrics = iterate(state, batch, step)
+            state, metrics = iterate(state, rows if record.per_host_input else ctx.host_batch(rows), step)
             # The step is dispatched asynchronously: wait for it, so that the time covers its compute
             # (the metrics are read on the host right after anyway).
             state, metrics = jax.block_until_ready((state, metrics))
-            metrics = {**metrics, **loader.metrics(), "time/iteration_s": time.perf_counter() - t0,
-                       "data/batch_crc": float(zlib.crc32(np.asarray(batch["record_index"], np.int64).tobytes()))}
+            metrics = {**metrics, **_data_metrics(loader, ctx, rows), "time/iteration_s": time.perf_counter() - t0}
             every = config.eval.every  # None: only at the end
             evaluate_now = bool(config.eval.splits) and (
                 (every is not None and step % every == 0) or step == config.steps)

@@ -32,6 +32,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
+from jax.sharding import PartitionSpec
 
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
 from vtg_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs, stack_packings
@@ -92,3 +93,19 @@ def prepare_batch(cfg: QwenVLConfig, batch: Mapping[str, np.ndarray], num_micro:
                               for d in range(vision_shards)]) for a in range(num_micro)]
         out["pixel_values_videos"], out["vision_inputs"] = stack_packings(packed)
     return out
+
+
+def packed_specs(packed: Mapping[str, Any], batch: PartitionSpec) -> dict[str, Any]:
+    """The PartitionSpec of each array of a `prepare_batch` output that shards its samples (text arrays'
+    b axis, the vision shards' D axis) over the mesh axes of `batch` (the logical batch axis' spec, e.g.
+    `parallel.distributed.batch_spec`): how per-host input assembles a step batch from each process's
+    rows (`parallel.distributed.host_local_to_global`). Without vision shards (one packing of each
+    micro-batch: a mesh with one batch shard, so one process) the videos are replicated."""
+    axes = batch[0] if len(batch) else None
+    specs: dict[str, Any] = {k: PartitionSpec(None, axes) for k in TEXT_KEYS if k in packed}
+    specs["position_ids"] = PartitionSpec(None, None, axes)
+    if "pixel_values_videos" in packed:
+        video = PartitionSpec(None, axes) if np.ndim(packed["pixel_values_videos"]) == 4 else PartitionSpec()
+        specs["pixel_values_videos"] = video
+        specs["vision_inputs"] = {k: video for k in packed["vision_inputs"]}
+    return specs
