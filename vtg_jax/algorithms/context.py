@@ -13,8 +13,8 @@ from vtg_jax.data.run_data import RunData
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
 from vtg_jax.parallel.distributed import batch_spec, host_local_to_global
 from vtg_jax.parallel.rules import batch_shards, vision_shards_for
-from vtg_jax.train.batch import packed_specs, prepare_batch
 from vtg_jax.rollout.samples import rollout_seed, sample_completions, score_completions
+from vtg_jax.train.batch import packed_specs, prepare_batch
 from vtg_jax.train.state import TrainState, merge_model
 
 # iterate(state, loader batch, step) -> (state, metrics): one update of the policy
@@ -80,11 +80,12 @@ class RunContext:
     def packs_own_rows(self) -> bool:
         """Whether each process can pack its own rows into the step's global arrays (per-host input all
         the way to the step): a mesh whose every batch shard holds whole vision shards of the micro-batch,
-        as many on each process."""
+        as many on each process, and processes that hold disjoint rows (batch axes spanning them)."""
         if self.mesh is None:
             return False
         shards = self.vision_shards()
-        return shards == batch_shards(self.mesh) and shards % jax.process_count() == 0
+        disjoint = self.rows is None or len(np.unique(np.concatenate(self.rows))) == sum(len(r) for r in self.rows)
+        return shards == batch_shards(self.mesh) and shards % jax.process_count() == 0 and disjoint
 
     def put_own_rows(self, batch: dict) -> dict:
         """`train.batch.prepare_batch` of this process's rows (padded as every process's, its share of the
