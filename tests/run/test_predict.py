@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from loop_helpers import load_recipe
 from vtg_jax.data.synthetic import PRESETS, make_split, render, write_mp4
 from vtg_jax.io.span_plot import GT_COLOR, PRED_COLOR
 from vtg_jax.run import predict as P
@@ -124,6 +125,9 @@ def test_settings_follow_the_checkpoint(tmp_path):
         (hf / name).write_text("{}")
     data, _, source = P.predictor_settings(str(hf), template="video_opd")
     assert (data.sampling, data.template, data.tokenizer) == ("qwen_vl_utils", "video_opd", str(hf))
+    # a recipe's frames and prompt (TVG-R1's 64 frames), the model's own tokenizer
+    data, _, source = P.predictor_settings(str(hf), config=load_recipe("grpo", "tvg_r1"))
+    assert (data.nframes, data.template, data.tokenizer, source) == (64, "tvg_r1", str(hf), "the given --config")
     # a run workdir (and one of its checkpoints): the run's own frames and prompt
     run = tmp_path / "run"
     (run / "checkpoints" / "100").mkdir(parents=True)

@@ -14,7 +14,8 @@ Where the frames and the prompt come from (`predictor_settings`), first match wi
 3. an HF directory: with its own tokenizer (a released model) the paper recipes' setting (qwen-vl-utils'
    `fetch_video` at 2 fps, the default prompt), without one (our tiny synthetic checkpoints, which use the
    tiny tokenizer) the synthetic benchmark's setting (the embedded default of `run.config`).
-A `template` given by the caller replaces the prompt template in every case.
+A `template` given by the caller replaces the prompt template in every case; an HF directory's own
+tokenizer is used unless the settings name one.
 
 Every problem a user can cause (a missing or undecodable video, a prompt longer than `max_prompt_tokens`,
 a queries file line that is not a query, a checkpoint that is none) raises `PredictError` with the
@@ -161,6 +162,8 @@ def predictor_settings(checkpoint: str, config: Any = None, template: Optional[s
         c = base_config("eval")
         data, model = c.data.to_dict(), c.model.to_dict()
         source = "the synthetic benchmark's setting (the embedded default)"
+    if not data.get("tokenizer") and own_tokenizer:  # a released model's own tokenizer, unless one is named
+        data = dict(data, tokenizer=checkpoint)
     if template:
         try:
             get_template(template)
