@@ -14,7 +14,7 @@ import numpy as np
 
 PRED_COLOR = "#e07b00"  # orange: the model's answer
 GT_COLOR = "#2a9d4b"  # green: the ground truth
-SAMPLE_COLOR = "#e07b00"
+SAMPLE_COLOR = PRED_COLOR  # drawn thinner and translucent
 MAX_THUMBNAILS = 12
 
 

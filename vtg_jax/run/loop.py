@@ -101,12 +101,14 @@ def _context(config: Any, run: OpenRun, rng: np.ndarray) -> tuple[Any, RunContex
     return state, ctx
 
 
-def _data_metrics(loader: Any, ctx: RunContext, rows: dict) -> dict[str, float]:
+def _data_metrics(loader: Any, ctx: RunContext, batch: dict, gathered: bool) -> dict[str, float]:
     """The loader's counts (`data/read`: records this process read) with `data/read_all` (every process's)
     and `data/batch_crc`, a checksum of the global batch's record indices (equal in every process layout);
-    `rows`: this process's rows of the batch."""
+    `batch`: the iteration's batch, the whole one when `gathered`, else this process's rows."""
     out = dict(loader.metrics())
-    index = np.asarray(ctx.host_batch({"record_index": np.asarray(rows["record_index"], np.int64)})["record_index"])
+    index = np.asarray(batch["record_index"], np.int64)
+    if not gathered:  # only the indices of the other processes' rows are fetched
+        index = np.asarray(ctx.host_batch({"record_index": index})["record_index"], np.int64)
     if ctx.rows is not None:
         out["data/read_all"] = int(np.sum(global_to_host(np.asarray([out["data/read"]], np.int64))))
     else:
@@ -215,11 +217,13 @@ def _run(config: Any, workdir: str, run: OpenRun, t_start: float) -> dict[str, A
         for step in range(start + 1, config.steps + 1):
             rows = next(loader)  # this process's rows of the global batch (all of them on one process)
             t0 = time.perf_counter()
-            state, metrics = iterate(state, rows if record.per_host_input else ctx.host_batch(rows), step)
+            batch = rows if record.per_host_input else ctx.host_batch(rows)
+            state, metrics = iterate(state, batch, step)
             # The step is dispatched asynchronously: wait for it, so that the time covers its compute
             # (the metrics are read on the host right after anyway).
             state, metrics = jax.block_until_ready((state, metrics))
-            metrics = {**metrics, **_data_metrics(loader, ctx, rows), "time/iteration_s": time.perf_counter() - t0}
+            metrics = {**metrics, **_data_metrics(loader, ctx, batch, gathered=not record.per_host_input),
+                       "time/iteration_s": time.perf_counter() - t0}
             every = config.eval.every  # None: only at the end
             evaluate_now = bool(config.eval.splits) and (
                 (every is not None and step % every == 0) or step == config.steps)

@@ -170,8 +170,9 @@ def predictor_settings(checkpoint: str, config: Any = None, template: Optional[s
         except ValueError as e:  # names the known templates
             raise PredictError(f"--template: {e}") from None
         data = dict(data, template=template)
+    defaults = base_config("eval").model
     section = {"init_from": checkpoint, "preset": "", "random_init": False, "remat": "none",
-               **{k: model.get(k, base_config("eval").model[k]) for k in _COMPUTE}}
+               **{k: model.get(k, defaults[k]) for k in _COMPUTE}}
     return ml_collections.ConfigDict(data), section, source
 
 
@@ -236,16 +237,10 @@ def _result(query: Query, answers: list[str]) -> QueryResult:
     return QueryResult(query, answers, spans, span, spread, iou)
 
 
-def predict(predictor: Predictor, video: str, queries: Sequence[Query], *, num_samples: int = 1,
-            temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, max_new_tokens: int = 64,
-            batch_size: int = 8, max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS
-            ) -> tuple[DecodedVideo, list[QueryResult]]:
-    """Decodes `video` once and answers every query about it (`batch_size` prompts per sampler call)."""
-    if not queries:
-        raise PredictError("no query given")
-    if num_samples < 1 or (num_samples > 1 and temperature <= 0):
-        raise PredictError("several samples need a temperature > 0 (greedy decoding gives one answer)")
-    decoded = read_video(predictor, video)
+def _examples(predictor: Predictor, decoded: DecodedVideo, video: str, queries: Sequence[Query],
+              max_prompt_tokens: int) -> list[dict]:
+    """The processor's inputs of `queries` about the decoded video; PredictError when a prompt is longer
+    than `max_prompt_tokens` (checked before anything is sampled for them)."""
     try:
         examples = [predictor.processor(decoded.frames, decoded.timestamps, q.text, duration=decoded.duration,
                                         sample_fps=decoded.sample_fps) for q in queries]
@@ -257,17 +252,31 @@ def predict(predictor: Predictor, video: str, queries: Sequence[Query], *, num_s
             f"{video} is too long: its prompt is {longest} tokens ({len(decoded.frames)} frames of "
             f"{decoded.duration:.1f} s) > max_prompt_tokens {max_prompt_tokens}; sample fewer frames "
             "(--config.data.fps / max_frames / max_pixels) or raise --max_prompt_tokens")
-    ex0 = examples[0]
-    buckets = qwen_vl_buckets(tokens=(-(-longest // 16) * 16,), patches=(len(ex0["pixel_values_videos"]),),
-                              groups=(max(len(ex0["video_grid_thw"]), len(ex0["video_timestamps"])),))
+    return examples
+
+
+def predict(predictor: Predictor, video: str, queries: Sequence[Query], *, num_samples: int = 1,
+            temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, max_new_tokens: int = 64,
+            batch_size: int = 8, max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS
+            ) -> tuple[DecodedVideo, list[QueryResult]]:
+    """Decodes `video` once and answers every query about it (`batch_size` prompts per sampler call)."""
+    if not queries:
+        raise PredictError("no query given")
+    if num_samples < 1 or (num_samples > 1 and temperature <= 0):
+        raise PredictError("several samples need a temperature > 0 (greedy decoding gives one answer)")
+    decoded = read_video(predictor, video)
     eos = int(predictor.processor.im_end_id)
     results = []
     for start in range(0, len(queries), batch_size):
-        chunk = examples[start:start + batch_size]
-        out = generate(predictor.model, sampler_inputs(collate(chunk, buckets)), num_samples=num_samples,
+        chunk = queries[start:start + batch_size]  # examples per chunk: each holds its own copy of the pixels
+        examples = _examples(predictor, decoded, video, chunk, max_prompt_tokens)
+        ex0, longest = examples[0], max(len(e["input_ids"]) for e in examples)
+        buckets = qwen_vl_buckets(tokens=(-(-longest // 16) * 16,), patches=(len(ex0["pixel_values_videos"]),),
+                                  groups=(max(len(ex0["video_grid_thw"]), len(ex0["video_timestamps"])),))
+        out = generate(predictor.model, sampler_inputs(collate(examples, buckets)), num_samples=num_samples,
                        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                        eos_token_ids=[eos])
-        for row, query in enumerate(queries[start:start + len(chunk)]):
+        for row, query in enumerate(chunk):
             answers = [predictor.text([t for t in out["tokens"][row, s, :out["lengths"][row, s]] if t != eos])
                        for s in range(num_samples)]
             results.append(_result(query, answers))
