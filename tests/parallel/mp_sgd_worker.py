@@ -12,7 +12,8 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from vtg_jax.parallel.distributed import global_to_host, host_local_to_global, local_batch_slice
+from vtg_jax.parallel.distributed import (gather_json, global_to_host, global_to_local, host_local_to_global,
+                                          local_batch_slice, max_over_processes)
 from vtg_jax.parallel.mesh import mesh_from_config
 from vtg_jax.parallel.rules import DEFAULT_RULES, activation_rules, logical_to_spec
 
@@ -61,6 +62,11 @@ def sgd_steps() -> dict[str, np.ndarray]:
         losses.append(loss)
     assert params["w1"].sharding.spec == shardings["w1"].spec, params["w1"].sharding
     assert batch["x"].shape == (BATCH, DIM) and not (jax.process_count() > 1 and batch["x"].is_fully_addressable)
+    # What a process put into a global array comes back to it alone; small host values are exchanged.
+    np.testing.assert_array_equal(global_to_local(batch["x"], mesh), batch_np["x"][rows])
+    p, n = jax.process_index(), jax.process_count()
+    assert max_over_processes([p, 10 - p]).tolist() == [n - 1, 10]
+    assert gather_json({"p": p, "text": "é" * p}) == [{"p": i, "text": "é" * i} for i in range(n)]
     out = global_to_host({**params, "loss": jnp.stack(losses), "x": batch["x"]})
     # Host-local values are concatenated over processes in process order: the local rows' sums.
     out["row_sums"] = global_to_host(batch_np["x"][rows].sum(axis=1))

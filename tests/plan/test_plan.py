@@ -107,6 +107,9 @@ def test_abstract_batches_match_what_the_loop_builds(tmp_path, family):
     planned, plen = sampler_prompts(cfg, geo, batch)
     assert plen == p.length
     assert _plan_shapes(planned) == _abstract(real_prompts)
+    p2 = prepare_prompts(cfg, sampler_inputs(prompts), vision_shards=2)  # videos packed per data shard
+    assert (_plan_shapes(sampler_prompts(cfg, geo, batch, vision_shards=2)[0])
+            == _abstract({f.name: getattr(p2, f.name) for f in dataclasses.fields(p2)}))
 
 
 # ------------------------------------------------------------------------------------- whole plans

@@ -11,7 +11,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from loop_helpers import tiny  # noqa: E402
 
-KEYS = ("loss/total", "train/grad_norm", "pg/ratio_mean", "rl/reverse_kl", "reward/total")
+KEYS = ("loss/total", "train/grad_norm", "pg/ratio_mean", "rl/reverse_kl", "reward/total", "rl/kl_ref",
+        "rl/finish_eos", "reward/parse_fail_count")
+EVAL_KEYS = ("eval/mIoU", "eval/R@0.3", "eval/n", "eval/skipped", "eval/parse_failures")
 
 
 def _run(name: str, **overrides) -> dict:
@@ -19,11 +21,12 @@ def _run(name: str, **overrides) -> dict:
 
     port = os.environ["JAX_COORDINATOR_ADDRESS"].rsplit(":", 1)[1]
     workdir = os.path.join(os.environ["VTG_TEST_OUT"], f"{name}_{port}")
-    c = tiny(name, os.environ["VTG_TEST_CACHE"], steps=2, batch_size=8, mesh__data=2, mesh__fsdp=2,
-             mesh__tensor=2, eval__splits=(), **overrides)
+    settings = dict(steps=2, batch_size=8, mesh__data=2, mesh__fsdp=2, mesh__tensor=2, eval__splits=())
+    c = tiny(name, os.environ["VTG_TEST_CACHE"], **{**settings, **overrides})
     summary = train(c, workdir)
     assert summary["finished"] and summary["steps"] == 2
     out = {k: summary["last_metrics"][k] for k in KEYS if k in summary["last_metrics"]}
+    out.update({k: v for k, v in summary["eval"].items() if k in EVAL_KEYS})
     # Per-host input: this process read its share of the 2 x 8 records (1/2 of them in 2 processes, all
     # in 1), every process together all of them; the share times the process count is 1 in every layout.
     import jax
@@ -35,9 +38,31 @@ def _run(name: str, **overrides) -> dict:
     return out
 
 
-def sft_steps() -> dict:
-    return _run("sft", optim__lr=1e-2)
-
-
 def opd_steps() -> dict:
     return _run("opd", optim__lr=1e-2)
+
+
+def tempsamp_steps() -> dict:
+    # G - 1 samples + the ground truth (answers of different lengths on each process), a KL to the reference
+    return _run("tempsamp", optim__lr=1e-2, grpo__kl="k3", grpo__beta=0.04)
+
+
+def sft_steps() -> dict:
+    """SFT, then the final evaluation of 8 val records in batches of 4: per host, each process prepares
+    (decodes) the records p, p + n, ... of the split, counted here at `eval.loop.prompt_batches`."""
+    import jax
+
+    import vtg_jax.eval.loop as eval_loop
+
+    prepared = []
+    every_record = eval_loop.prompt_batches
+
+    def counting(run_data, split, records, *args, **kwargs):
+        prepared.append(len(records))
+        return every_record(run_data, split, records, *args, **kwargs)
+
+    eval_loop.prompt_batches = counting
+    out = _run("sft", optim__lr=1e-2, eval__splits=("val",), eval__num=8, eval__batch_size=4)
+    assert len(prepared) == 1, prepared
+    out["eval/prepared_share_x_processes"] = prepared[0] * jax.process_count() / 8
+    return out

@@ -185,3 +185,45 @@ def test_vision_shards_prefill_matches_one_packing(model, shared):
     with pytest.raises(ValueError, match="do not split"):
         shard_videos(model.cfg, np.asarray(inputs["input_ids"]), inputs["pixel_values_videos"],
                      inputs["video_grid_thw"], 3)
+
+
+def test_process_local_sampling_equals_gathered(model):
+    """`process_local=True` (per-host input: the prompts are this process's rows of a global batch,
+    assembled with `host_local_to_global`, results handed back without a gather) draws the same tokens and
+    log-probs as the replicated path, and `score` returns the same log-probs; on one process its rows are
+    the whole batch. Prompt arrays go in sharded over the batch axes (videos packed per shard, a leading
+    [1, ...] shard axis even with one shard); the `stacked` packing pads every shard to `min_frames`."""
+    import jax
+
+    from vtg_jax.sampling import score
+    from vtg_jax.sampling.process_local import agreed_prompts, global_prompt_arrays
+
+    b = H.Builder("qwen3_vl", seed=4)
+    samples = [H.concat(b.text(4), b.video(4, 4, 4), b.text(3)), H.concat(b.text(6), b.video(2, 4, 4), b.text(2)),
+               H.concat(b.text(5), b.video(6, 4, 4), b.text(2)), H.concat(b.text(3), b.video(2, 4, 4), b.text(5))]
+    inputs = H.batch(samples)
+    mesh = make_mesh(data=2, fsdp=2, devices=jax.devices()[:4])
+    sharded = nnx.clone(model)
+    shard_model(sharded, mesh)
+    ref = generate(sharded, inputs, num_samples=2, mesh=mesh, **KW)
+    local = generate(sharded, inputs, num_samples=2, mesh=mesh, process_local=True, **KW)
+    for k in ("tokens", "lengths", "finish_reason"):
+        np.testing.assert_array_equal(local[k], ref[k])
+    np.testing.assert_allclose(local["logprobs"], ref["logprobs"], atol=1e-5)
+    mask = (np.arange(N) < ref["lengths"][..., None]).astype(np.int32)
+    lp_ref = score(sharded, inputs, ref["tokens"], mask, mesh=mesh)
+    lp_local = score(sharded, inputs, ref["tokens"], mask, mesh=mesh, process_local=True)
+    np.testing.assert_allclose(lp_local, lp_ref, atol=1e-5)
+    np.testing.assert_allclose(lp_local, np.where(mask != 0, ref["logprobs"], 0.0), atol=1e-4)
+
+    prompts = agreed_prompts(model.cfg, inputs, mesh, 32)
+    assert prompts.pixel_values_videos.shape[0] == 4  # 4 batch shards of the data x fsdp mesh
+    arrays = global_prompt_arrays(prompts, mesh)
+    assert arrays["input_ids"].sharding.spec[0] == ("data", "fsdp")
+    assert arrays["position_ids"].sharding.spec[1] == ("data", "fsdp")
+    assert arrays["pixel_values_videos"].addressable_shards[0].data.shape[0] == 1
+    one = prepare_prompts(model.cfg, H.batch(samples[:1]), stacked=True, min_frames=16, min_length=100)
+    assert one.pixel_values_videos.shape[:2] == (1, 16 * 4 * 4) and one.length == 128
+    with pytest.raises(ValueError, match="one frame geometry"):
+        prepare_prompts(model.cfg, H.batch([samples[0], H.concat(b.text(3), b.video(2, 4, 6), b.text(2))]),
+                        stacked=True)

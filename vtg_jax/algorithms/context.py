@@ -11,10 +11,11 @@ from flax import nnx
 from vtg_jax.data.host_input import agree_on_buckets, gather_global_batch
 from vtg_jax.data.run_data import RunData
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
-from vtg_jax.parallel.distributed import batch_spec, host_local_to_global
+from vtg_jax.parallel.distributed import batch_spec, global_to_host, host_local_to_global, max_over_processes
 from vtg_jax.parallel.rules import batch_shards, vision_shards_for
 from vtg_jax.rollout.samples import rollout_seed, sample_completions, score_completions
 from vtg_jax.train.batch import packed_specs, prepare_batch
+from vtg_jax.train.rl_batch import RLBatch, rl_batch_specs
 from vtg_jax.train.state import TrainState, merge_model
 
 # iterate(state, loader batch, step) -> (state, metrics): one update of the policy
@@ -52,18 +53,22 @@ class RunContext:
             return batch
         return jax.device_put(batch, self.batch_sharding)
 
-    def sample(self, state: TrainState, prompts: dict, step: int, num_samples: int) -> tuple[dict, dict]:
+    def sample(self, state: TrainState, prompts: dict, step: int, num_samples: int,
+               own_rows: bool = False) -> tuple[dict, dict]:
         """(sampler inputs, `sampling.generate` outputs) of `num_samples` completions per prompt of the
-        current policy, seeded by (the run's checkpointed seed, `step`) so that a resumed run draws the same."""
+        current policy, seeded by (the run's checkpointed seed, `step`) so that a resumed run draws the same.
+        `own_rows`: `prompts` are this process's rows (per-host input) and so are the outputs."""
         policy = merge_model(self.graphdef, state.params, self.frozen)
         return sample_completions(policy, prompts, num_samples=num_samples, rollout=self.config.rollout,
-                                  seed=rollout_seed(self.seed, step), eos_id=self.run_data.eos_id, mesh=self.mesh)
+                                  seed=rollout_seed(self.seed, step), eos_id=self.run_data.eos_id, mesh=self.mesh,
+                                  process_local=own_rows)
 
-    def score(self, model: nnx.Module, inputs: dict, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    def score(self, model: nnx.Module, inputs: dict, tokens: np.ndarray, lengths: np.ndarray,
+              own_rows: bool = False) -> np.ndarray:
         """Per-token log-probs [B, G, N] of a frozen `model` (teacher, reference) for the completions, at
-        the rollout temperature."""
+        the rollout temperature (`own_rows` as in `sample`)."""
         return score_completions(model, inputs, tokens, lengths, temperature=self.config.rollout.temperature,
-                                 mesh=self.mesh)
+                                 mesh=self.mesh, process_local=own_rows)
 
     def vision_shards(self) -> int:
         """Vision shards of each micro-batch (`train.batch.prepare_batch`): as many as the mesh's data
@@ -96,10 +101,50 @@ class RunContext:
                                self.vision_shards() // jax.process_count())
         return host_local_to_global(packed, self.mesh, packed_specs(packed, batch_spec(self.mesh)))
 
+    def iteration_batch(self, batch: dict, own_rows: bool) -> dict:
+        """What an iteration works on: with `own_rows`, this process's rows padded as every process's
+        (`agree_on_buckets`); else the whole global batch (gathered from the processes' rows)."""
+        return agree_on_buckets(batch, self.run_data.buckets) if own_rows else self.host_batch(batch)
+
+    def rl_vision_shards(self, own_rows: bool) -> int:
+        """The vision shards `build_rl_batch` packs: this process's share of them with `own_rows`."""
+        return self.vision_shards() // (jax.process_count() if own_rows else 1)
+
+    def agreed_length(self, n: int, own_rows: bool) -> int:
+        """A padded length every process uses (the longest any process needs) with `own_rows`; else `n`."""
+        return int(max_over_processes([n])[0]) if own_rows else int(n)
+
+    def put_rl(self, rl: RLBatch, own_rows: bool) -> RLBatch:
+        """The RL step's batch on the devices: with `own_rows` each process's rows (built on its own
+        prompts) assembled into global arrays sharded over the batch axes (`rl_batch_specs`); else the
+        whole batch replicated (`put`)."""
+        if not own_rows:
+            return self.put(rl)
+        fields = {f: getattr(rl, f) for f in rl_batch_specs(rl, batch_spec(self.mesh))}
+        return dataclasses.replace(rl, **host_local_to_global(fields, self.mesh,
+                                                               rl_batch_specs(rl, batch_spec(self.mesh))))
+
+    def host_metrics(self, metrics: dict[str, float], own_rows: bool) -> dict[str, float]:
+        """Host-side metrics of an iteration's rows over the global batch: with `own_rows` on several
+        processes, the mean of every process's value (each holds as many rows), the sum of `*_count`s."""
+        if not own_rows or jax.process_count() == 1 or not metrics:
+            return metrics
+        names = sorted(metrics)
+        every = np.asarray(global_to_host(np.asarray([[metrics[k] for k in names]], np.float32)), np.float64)
+        if every.shape != (jax.process_count(), len(names)):
+            raise ValueError(f"processes report different host metrics; this one {names}")
+        return {k: float(every[:, i].sum() if k.endswith("_count") else every[:, i].mean())
+                for i, k in enumerate(names)}
+
     def step_shardings(self) -> dict:
         """The shardings a step factory takes (all None on one device)."""
         return dict(state_sharding=self.state_sharding, frozen_sharding=self.frozen_sharding,
                     batch_sharding=self.batch_sharding)
+
+    def rl_step_shardings(self, own_rows: bool) -> dict:
+        """`step_shardings` of a step that takes its batch as `put_rl` gives it: with `own_rows` the
+        batch's own sharding (rows over the batch axes), not a replicated one."""
+        return dict(self.step_shardings(), **({"batch_sharding": None} if own_rows else {}))
 
 
 def optional_float(x: Optional[float]) -> Optional[float]:

@@ -10,7 +10,7 @@ import numpy as np
 from vtg_jax.algorithms.context import Iteration, RunContext, optional_float
 from vtg_jax.losses import timestamp_token_mask
 from vtg_jax.rl import group_advantages
-from vtg_jax.rollout.packing import build_rl_batch, rollout_rewards
+from vtg_jax.rollout.packing import build_rl_batch, pad_completions, rollout_rewards
 from vtg_jax.rollout.prompts import answer_token_lists, prompt_only
 from vtg_jax.rollout.rewards import reward_spec
 from vtg_jax.rollout.samples import ground_truth_completions
@@ -48,18 +48,23 @@ def _iteration(ctx: RunContext, tempsamp: bool) -> Iteration:
     cfg = grpo_config(c)
     time_mask = (timestamp_token_mask(ctx.run_data.tokenizer, ctx.model_cfg.text.vocab_size)
                  if cfg.kl == "token_aware" else None)
-    step_fn = make_step(c, ctx.graphdef, ctx.tx, ctx.schedule, time_mask=time_mask, **ctx.step_shardings())
     spec = reward_spec(c.reward)
     g = int(c.rollout.num_samples) - (1 if tempsamp else 0)
     if g < 1:
         raise ValueError(f"rollout.num_samples must be >= {2 if tempsamp else 1}")
     std = None if c.grpo.adv_std == "none" else c.grpo.adv_std
     decode = ctx.run_data.decode
+    # Per-host input: with own rows each process samples, rewards and packs its prompts (rewards and group
+    # advantages are per prompt), the step assembling its batch from every process's rows; else every
+    # process works on the whole gathered batch.
+    own = ctx.packs_own_rows()
+    step_fn = make_step(c, ctx.graphdef, ctx.tx, ctx.schedule, time_mask=time_mask, **ctx.rl_step_shardings(own))
 
     def iterate(state, batch, step):
         t0 = time.perf_counter()
+        batch = ctx.iteration_batch(batch, own)
         prompts = prompt_only(batch)
-        inputs, out = ctx.sample(state, prompts, step, g)
+        inputs, out = ctx.sample(state, prompts, step, g, own_rows=own)
         t1 = time.perf_counter()
         spans, durations = batch["span"], batch["duration"]  # the loader batch's ground truth
         rew, host = rollout_rewards(spec, decode, out["tokens"], out["lengths"], spans, durations)
@@ -74,18 +79,19 @@ def _iteration(ctx: RunContext, tempsamp: bool) -> Iteration:
                 lam_off=t.lam_off, tau=t.tau, alpha1=t.alpha1, alpha2=t.alpha2)
         else:
             adv = np.asarray(group_advantages(rew, std=std))
+        n = ctx.agreed_length(tokens.shape[-1], own)  # ground-truth answers may be longer on some process
+        tokens, logp = pad_completions(tokens, n), pad_completions(logp, n)
         ref = None
         if cfg.kl != "none":
-            ref = ctx.score(ctx.reference, inputs, tokens, lengths)
+            ref = ctx.score(ctx.reference, inputs, tokens, lengths, own_rows=own)
         t2 = time.perf_counter()
         rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, logp, adv, rewards=rew, ref_logp=ref,
-                            off_policy=off, num_micro=c.micro_batches,
-                            max_new_tokens=max(c.rollout.max_new_tokens, tokens.shape[-1]),
-                            vision_shards=ctx.vision_shards())
-        state, metrics = step_fn(state, ctx.frozen, ctx.put(rl))
+                            off_policy=off, num_micro=c.micro_batches, max_new_tokens=max(c.rollout.max_new_tokens, n),
+                            vision_shards=ctx.rl_vision_shards(own))
+        state, metrics = step_fn(state, ctx.frozen, ctx.put_rl(rl, own))
         host.update({"time/rollout_s": t1 - t0, "time/score_s": t2 - t1,
                      "rl/finish_eos": float(np.mean(out["finish_reason"] == "eos"))})
-        return state, {**metrics, **host}
+        return state, {**metrics, **ctx.host_metrics(host, own)}
 
     iterate.step_fn = step_fn
     return iterate

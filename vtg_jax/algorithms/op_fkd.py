@@ -40,17 +40,19 @@ def make_iteration(ctx: RunContext) -> Iteration:
         raise ValueError("op_fkd needs a teacher (config.teacher.init_from or .preset)")
     t_graphdef, t_state = nnx.split(ctx.teacher)
     t_sharding = None if ctx.mesh is None else jax.tree.map(lambda x: x.sharding, t_state)
+    own = ctx.packs_own_rows()  # per-host input all the way to the step (as in algorithms.grpo)
     step_fn = make_step(c, ctx.graphdef, ctx.tx, ctx.schedule, teacher_graphdef=t_graphdef,
-                        teacher_sharding=t_sharding, **ctx.step_shardings())
+                        teacher_sharding=t_sharding, **ctx.rl_step_shardings(own))
 
     def iterate(state, batch, step):
+        batch = ctx.iteration_batch(batch, own)
         prompts = prompt_only(batch)
         tokens, lengths = ground_truth_completions(answer_token_lists(batch))
-        n = max(c.rollout.max_new_tokens, tokens.shape[-1])
+        n = ctx.agreed_length(max(c.rollout.max_new_tokens, tokens.shape[-1]), own)
         rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, np.zeros(tokens.shape, np.float32),
                             np.zeros(lengths.shape, np.float32), num_micro=c.micro_batches, max_new_tokens=n,
-                            vision_shards=ctx.vision_shards())
-        state, metrics = step_fn(state, ctx.frozen, t_state, ctx.put(rl))
+                            vision_shards=ctx.rl_vision_shards(own))
+        state, metrics = step_fn(state, ctx.frozen, t_state, ctx.put_rl(rl, own))
         return state, dict(metrics)
 
     iterate.step_fn = step_fn

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vtg_jax.algorithms.context import Iteration, RunContext, optional_float
-from vtg_jax.rollout.packing import build_rl_batch, rollout_rewards, sampler_inputs
+from vtg_jax.rollout.packing import build_rl_batch, pad_completions, rollout_rewards, sampler_inputs
 from vtg_jax.rollout.prompts import answer_token_lists, prompt_only
 from vtg_jax.rollout.rewards import reward_spec
 from vtg_jax.rollout.samples import ground_truth_completions
@@ -41,15 +41,17 @@ def _iteration(ctx: RunContext, on_policy: bool) -> Iteration:
     if ctx.teacher is None:
         raise ValueError(f"{c.algorithm} needs a teacher (config.teacher.init_from or .preset)")
     factory = make_step if on_policy else make_rkd_step
-    step_fn = factory(c, ctx.graphdef, ctx.tx, ctx.schedule, **ctx.step_shardings())
     spec = reward_spec(c.reward) if on_policy else None  # OP-RKD reports no reward (its config has none)
+    own = ctx.packs_own_rows()  # per-host input all the way to the step (as in algorithms.grpo)
+    step_fn = factory(c, ctx.graphdef, ctx.tx, ctx.schedule, **ctx.rl_step_shardings(own))
 
     def iterate(state, batch, step):
         t0 = time.perf_counter()
+        batch = ctx.iteration_batch(batch, own)
         prompts = prompt_only(batch)
         spans, durations = batch["span"], batch["duration"]  # the loader batch's ground truth
         if on_policy:
-            inputs, out = ctx.sample(state, prompts, step, 1)
+            inputs, out = ctx.sample(state, prompts, step, 1, own_rows=own)
             tokens, lengths, logp = out["tokens"], out["lengths"], out["logprobs"]
             _, host = rollout_rewards(spec, ctx.run_data.decode, tokens, lengths, spans, durations)
         else:
@@ -57,15 +59,16 @@ def _iteration(ctx: RunContext, on_policy: bool) -> Iteration:
             tokens, lengths = ground_truth_completions(answer_token_lists(batch))
             logp, host = np.zeros(tokens.shape, np.float32), {}
         t1 = time.perf_counter()
-        teacher_logp = ctx.score(ctx.teacher, inputs, tokens, lengths)
+        n = ctx.agreed_length(tokens.shape[-1], own)  # ground-truth answers may be longer on some process
+        tokens, logp = pad_completions(tokens, n), pad_completions(logp, n)
+        teacher_logp = ctx.score(ctx.teacher, inputs, tokens, lengths, own_rows=own)
         t2 = time.perf_counter()
-        n = max(c.rollout.max_new_tokens, tokens.shape[-1])
         rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, logp, np.zeros(lengths.shape, np.float32),
-                            teacher_logp=teacher_logp, num_micro=c.micro_batches, max_new_tokens=n,
-                            vision_shards=ctx.vision_shards())
-        state, metrics = step_fn(state, ctx.frozen, ctx.put(rl))
+                            teacher_logp=teacher_logp, num_micro=c.micro_batches,
+                            max_new_tokens=max(c.rollout.max_new_tokens, n), vision_shards=ctx.rl_vision_shards(own))
+        state, metrics = step_fn(state, ctx.frozen, ctx.put_rl(rl, own))
         host.update({"time/rollout_s": t1 - t0, "time/score_s": t2 - t1})
-        return state, {**metrics, **host}
+        return state, {**metrics, **ctx.host_metrics(host, own)}
 
     iterate.step_fn = step_fn
     return iterate

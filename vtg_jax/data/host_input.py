@@ -7,10 +7,11 @@ one process would read, and each record is read and decoded by one process (by s
 batch axes do not span the processes).
 
 Two things then need every process: the padded lengths (each process pads its rows to the smallest bucket
-that fits them, so the processes agree on the largest first: `agree_on_buckets`), and, for the steps that
-take the whole batch on every host (the RL iterations' sampler and rewards), the global batch itself
-(`gather_global_batch`, an all-gather of the processed rows). SFT instead packs its own rows and assembles
-the step's global arrays from them (`algorithms.sft`), without any gather.
+that fits them, so the processes agree on the largest first: `agree_on_buckets`), and, where an
+iteration cannot work on its own rows (a mesh whose batch shards do not each hold whole vision shards of
+one process), the global batch itself (`gather_global_batch`, an all-gather of the processed rows).
+Otherwise every algorithm packs, samples and scores its own rows and assembles the programs' global
+arrays from them (`algorithms.context.RunContext`, `sampling.process_local`), without any gather.
 """
 from __future__ import annotations
 

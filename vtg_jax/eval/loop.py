@@ -16,6 +16,7 @@ import json
 import os
 from typing import Any, Iterable, Optional
 
+import jax
 import numpy as np
 
 from vtg_jax.data.loader import PrepareExample, SKIP_KEY, collate
@@ -26,6 +27,8 @@ from vtg_jax.rewards.highlight import parse_highlight
 from vtg_jax.rewards.parse import parse_span
 from vtg_jax.rollout.packing import sampler_inputs
 from vtg_jax.rollout.prompts import prompt_only
+from vtg_jax.parallel.distributed import gather_json, max_over_processes
+from vtg_jax.parallel.rules import vision_shards_for
 from vtg_jax.sampling import generate
 
 
@@ -69,6 +72,53 @@ def prompt_batches(run_data: RunData, split: str, records: list, batch_size: int
 
     for idx, exs in _batches(prepared(), batch_size):
         yield idx, sampler_inputs(prompt_only(collate(exs, run_data.buckets)))
+
+
+def per_host_evaluation(mesh: Any, batch_size: int) -> bool:
+    """Whether each process evaluates its own records (several processes, whose equal shares of every batch
+    fill whole vision shards of the mesh); else every process prepares the whole split."""
+    n = jax.process_count()
+    return mesh is not None and n > 1 and batch_size % n == 0 and vision_shards_for(mesh, batch_size) % n == 0
+
+
+def _stand_in_batch(run_data: RunData, split: str, records: list, batch_size: int) -> dict:
+    """Sampler inputs of the split's first preparable record repeated: what a process with no batch left
+    runs along with the others (its outputs are dropped)."""
+    prepare = PrepareExample(run_data.transforms[split], run_data.buckets)
+    for rec in records:
+        ex = prepare(rec)
+        if SKIP_KEY not in ex:
+            return sampler_inputs(prompt_only(collate([ex] * batch_size, run_data.buckets)))
+    raise ValueError(f"no record of split {split!r} could be prepared on process {jax.process_index()}")
+
+
+def _per_host_texts(model: Any, run_data: RunData, split: str, records: list, local_batch: int,
+                    max_new_tokens: int, mesh: Any) -> tuple[dict[int, str], dict[str, int]]:
+    """Greedy answers of every record, each process preparing (decoding) only records p, p + n, ...: the
+    processes sample their batches together (`generate(process_local=True)`, each batch's prompts of every
+    process one global batch; a process out of batches runs a stand-in), then gather the texts."""
+    p, n = jax.process_index(), jax.process_count()
+    mine = list(range(p, len(records), n))
+    counts: dict[str, int] = {}
+    batches = prompt_batches(run_data, split, [records[i] for i in mine], local_batch, counts)
+    texts: dict[int, str] = {}
+    last = None
+    while True:
+        batch = next(batches, None)
+        if not max_over_processes([batch is not None])[0]:
+            break
+        if batch is None:  # this process is done, others are not: run along with its last batch
+            last = last if last is not None else _stand_in_batch(run_data, split, records, local_batch)
+            idx, inputs = [], last
+        else:
+            (idx, inputs), last = batch, batch[1]
+        out = generate(model, inputs, num_samples=1, max_new_tokens=max_new_tokens, temperature=0.0,
+                       eos_token_ids=[run_data.eos_id], mesh=mesh, process_local=True)
+        for j, i in enumerate(idx):
+            texts[mine[i]] = completion_text(run_data, out, j, 0)
+    every = gather_json([texts, counts.get("skipped", 0)])
+    merged = {int(i): t for part, _ in every for i, t in part.items()}
+    return merged, {"skipped": int(sum(skipped for _, skipped in every))}
 
 
 def completion_text(run_data: RunData, out: dict, row: int, sample: int) -> str:
@@ -186,11 +236,15 @@ def evaluate(model: Any, run_data: RunData, split: str, *, batch_size: int = 16,
         raise ValueError(f"split {split!r} has no records to evaluate")
     texts: dict[int, str] = {}
     counts: dict[str, int] = {}
-    for idx, inputs in prompt_batches(run_data, split, records, batch_size, counts):
-        out = generate(model, inputs, num_samples=1, max_new_tokens=max_new_tokens, temperature=0.0,
-                       eos_token_ids=[run_data.eos_id], mesh=mesh)
-        for j, i in enumerate(idx):
-            texts[i] = completion_text(run_data, out, j, 0)
+    if per_host_evaluation(mesh, batch_size):
+        texts, counts = _per_host_texts(model, run_data, split, records, batch_size // jax.process_count(),
+                                        max_new_tokens, mesh)
+    else:
+        for idx, inputs in prompt_batches(run_data, split, records, batch_size, counts):
+            out = generate(model, inputs, num_samples=1, max_new_tokens=max_new_tokens, temperature=0.0,
+                           eos_token_ids=[run_data.eos_id], mesh=mesh)
+            for j, i in enumerate(idx):
+                texts[i] = completion_text(run_data, out, j, 0)
     kept = sorted(texts)
     preds = [parse_span(texts[i]) for i in kept]
     gts = np.asarray([records[i].span for i in kept], np.float64).reshape(-1, 2)

@@ -8,6 +8,7 @@ workers and in the CPU multi-process tests, so every decision below is read from
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Mapping
 
@@ -230,6 +231,37 @@ def host_local_to_global(batch: Mapping[str, np.ndarray], mesh: Mesh,
         return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), np.asarray(value))
 
     return {k: put(v, spec_for(k)) for k, v in batch.items()}
+
+
+def global_to_local(tree: Any, mesh: Mesh, spec: PartitionSpec | None = None) -> Any:
+    """This process's rows of every global array of `tree` as numpy, in the order it gave them to
+    `host_local_to_global` (its inverse: what a process put in comes back to it, nothing is gathered);
+    `spec`: the arrays' layout (default `batch_spec`). With one process, the whole arrays."""
+    spec = batch_spec(mesh) if spec is None else spec
+    local = multihost_utils.global_array_to_host_local_array(tree, mesh, jax.tree.map(lambda _: spec, tree))
+    return jax.tree.map(np.array, local)  # writable copies (callers edit them, e.g. stop strings)
+
+
+def max_over_processes(values: Any) -> np.ndarray:
+    """The elementwise maximum over processes of an int vector every process passes (one small
+    all-gather), e.g. the lengths the processes' arrays must agree on; the vector itself on one process."""
+    mine = np.asarray(values, np.int64).reshape(-1)
+    if jax.process_count() == 1:
+        return mine
+    return np.asarray(global_to_host(mine[None])).max(axis=0).astype(np.int64)
+
+
+def gather_json(obj: Any) -> list[Any]:
+    """Every process's JSON-serialisable `obj`, in process order (two small all-gathers: lengths, bytes);
+    `[obj]` on one process. For host-side results each process computed on its own rows (e.g. texts)."""
+    if jax.process_count() == 1:
+        return [obj]
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    lengths = np.asarray(global_to_host(np.asarray([[len(data)]], np.int32))).reshape(-1)
+    padded = np.zeros((1, int(lengths.max())), np.uint8)
+    padded[0, :len(data)] = data
+    every = np.asarray(global_to_host(padded))
+    return [json.loads(bytes(every[i, :n].astype(np.uint8)).decode()) for i, n in enumerate(lengths)]
 
 
 def global_to_host(tree: Any) -> Any:

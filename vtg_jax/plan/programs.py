@@ -34,8 +34,10 @@ from vtg_jax.parallel.rules import DEFAULT_RULES, batch_shards, sharded_call, vi
 from vtg_jax.plan import flops as model_flops
 from vtg_jax.plan.shapes import VideoGeometry, completion_buffer, rl_batch, sampler_prompts, sft_batch, video_geometry
 from vtg_jax.sampling import engine
+from vtg_jax.sampling.process_local import prompt_specs
 from vtg_jax.run.model_setup import is_hf_dir, model_options, reference_section
 from vtg_jax.train.batch import packed_specs
+from vtg_jax.train.rl_batch import rl_batch_specs
 from vtg_jax.train.optim import make_optimizer
 from vtg_jax.run.config import optim_config
 from vtg_jax.train.state import TrainState, merge_model, split_model, state_shardings
@@ -80,6 +82,18 @@ class AbstractRun:
 
     def replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec())
+
+    def own_rows(self) -> bool:
+        """Whether the loop's iteration shards its batch over the batch axes (per-host input to the step and
+        the sampler, `algorithms.context.RunContext.packs_own_rows`): each micro-batch fills whole vision
+        shards on every batch shard of the mesh; else the batch is replicated."""
+        c = self.config
+        return vision_shards_for(self.mesh, int(c.batch_size) // int(c.micro_batches)) == batch_shards(self.mesh)
+
+    def with_specs(self, tree: Any, specs: Any) -> Any:
+        """ShapeDtypeStructs of `tree` with the NamedShardings of `specs` (a tree of PartitionSpecs)."""
+        return jax.tree.map(lambda spec, x: SDS(x.shape, x.dtype, sharding=NamedSharding(self.mesh, spec)),
+                            specs, tree, is_leaf=lambda x: isinstance(x, PartitionSpec))
 
     def policy(self) -> AbstractModel:
         """The policy as the sampler sees it (trainable and frozen parts merged)."""
@@ -189,10 +203,19 @@ def _outputs(compiled: Any, lowered: Any) -> Any:
 class Sampler:
     """Prefill / decode / score programs of one model on `prompts` prompts x `samples` rows each."""
 
-    def __init__(self, run: AbstractRun, model: AbstractModel, prompts: int, samples: int):
+    def __init__(self, run: AbstractRun, model: AbstractModel, prompts: int, samples: int, own_rows: bool):
+        """`own_rows`: the prompts (and their rows' ids / completions) come sharded over the batch axes, as
+        per-host input gives them (`sampling.process_local`); else replicated. Either way the videos are
+        packed per vision shard, as `sampling.generate` packs them on the mesh."""
         self.run, self.model, self.samples = run, model, samples
-        self.inputs, self.length = sampler_prompts(model.cfg, run.geometry, prompts)
-        self.inputs = _replicate(self.inputs, run.replicated())
+        self.inputs, self.length = sampler_prompts(model.cfg, run.geometry, prompts,
+                                                   vision_shards_for(run.mesh, prompts))
+        present = {k: v for k, v in self.inputs.items() if v is not None}
+        if own_rows:
+            self.inputs.update(run.with_specs(present, prompt_specs(present, run.mesh)))
+        else:
+            self.inputs = _replicate(self.inputs, run.replicated())
+        self.rows = NamedSharding(run.mesh, batch_spec(run.mesh)) if own_rows else run.replicated()
         self.prefilled: Any = None  # set by `prefill_outputs` from the compiled prefill
 
     def lower_prefill(self, new_tokens: int) -> Any:
@@ -211,7 +234,8 @@ class Sampler:
         with sharded_call(self.run.mesh, DEFAULT_RULES):
             return engine.decode.lower(
                 self.model.graphdef, self.model.state, p["cache"], p["logits"], p["mask"], p["last_pos"],
-                SDS((rows,), jnp.int32, sharding=rep), SDS((rows,), jnp.int32, sharding=rep), scalar(jnp.uint32),
+                SDS((rows,), jnp.int32, sharding=self.rows), SDS((rows,), jnp.int32, sharding=self.rows),
+                scalar(jnp.uint32),
                 scalar(jnp.int32), SDS((1,), jnp.int32, sharding=rep), scalar(jnp.float32), scalar(jnp.float32),
                 prompt_len=self.length, num_buf=completion_buffer(max_new_tokens), greedy=greedy, top_k=int(top_k),
                 use_top_p=top_p < 1.0, pad_id=0, rules_key=_rules_key())
@@ -222,7 +246,7 @@ class Sampler:
         with sharded_call(self.run.mesh, DEFAULT_RULES):
             return engine.completion_logprobs.lower(
                 self.model.graphdef, self.model.state, p["cache"], p["logits"], p["mask"], p["last_pos"],
-                SDS((rows, completion_slots), jnp.int32, sharding=rep), SDS((), jnp.float32, sharding=rep),
+                SDS((rows, completion_slots), jnp.int32, sharding=self.rows), SDS((), jnp.float32, sharding=rep),
                 prompt_len=self.length, chunk_size=None, rules_key=_rules_key())
 
 
@@ -246,20 +270,20 @@ def _train_program(run: AbstractRun) -> Program:
     c, geo = run.config, run.geometry
     batch, micro = int(c.batch_size), int(c.micro_batches)
     shards = vision_shards_for(run.mesh, batch // micro)  # as the loop packs (algorithms.context)
-    batch_sharding = run.replicated()
     if c.algorithm == "sft":  # no rollout: the loader's answer
         data = sft_batch(run.cfg, geo, batch, micro, shards)
         rows, new = 1, geo.answer_tokens
-        if shards == batch_shards(run.mesh):  # per-host input: samples sharded (`RunContext.packs_own_rows`)
-            specs = packed_specs(data, batch_spec(run.mesh))
-            data = jax.tree.map(lambda spec, x: SDS(x.shape, x.dtype, sharding=NamedSharding(run.mesh, spec)),
-                                specs, data, is_leaf=lambda x: isinstance(x, PartitionSpec))
-            batch_sharding = None
     else:
         rows, new = _train_rows(c), int(c.rollout.max_new_tokens)
         data = rl_batch(run.cfg, geo, batch, rows, new, micro, ref_logp=run.reference is not None,
                         teacher_logp=c.algorithm in ("opd", "op_rkd"), vision_shards=shards)
-    if batch_sharding is not None:
+    batch_sharding = None if run.own_rows() else run.replicated()
+    if batch_sharding is None:  # per-host input: samples sharded over the batch axes, the step takes them so
+        specs = (packed_specs(data, batch_spec(run.mesh)) if c.algorithm == "sft"
+                 else rl_batch_specs(data, batch_spec(run.mesh)))
+        data = (run.with_specs(data, specs) if c.algorithm == "sft"
+                else dataclasses.replace(data, **run.with_specs({k: getattr(data, k) for k in specs}, specs)))
+    else:
         data = _replicate(data, batch_sharding)
     teacher = run.teacher if c.algorithm == "op_fkd" else None
     shardings_of = lambda tree: jax.tree.map(lambda s: s.sharding, tree)  # noqa: E731
@@ -297,7 +321,7 @@ def _sampling_programs(run: AbstractRun, prefix: str, model: AbstractModel, argu
     """prefill + (decode loop | teacher-forced score) of `model` for `prompts` x `samples` rows; `kernels`:
     its attention runs in Pallas kernels (`AbstractRun.kernel_attention`)."""
     c, geo = run.config, run.geometry
-    sampler = Sampler(run, model, prompts, samples)
+    sampler = Sampler(run, model, prompts, samples, own_rows=in_iteration and run.own_rows())
     slots = completion_buffer(new_tokens)
     vision = model_flops.vision_forward(model.cfg, geo.groups, geo.grid_h, geo.grid_w)
     attention = prompts * (model_flops.text_attention(model.cfg.text, model_flops.causal_pairs(geo.prompt_tokens))

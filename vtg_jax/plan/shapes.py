@@ -3,7 +3,7 @@
 A plan needs the arrays the loop would pass to each jitted program, for the video a user plans for:
 
     geometry = video_geometry(config, model_cfg)        # frames, frame size, tokens of one prompt
-    sampler_prompts(model_cfg, geometry, batch)           # what `sampling.generate` / `score` prefill
+    sampler_prompts(model_cfg, geometry, batch[, D])      # what `sampling.generate` / `score` prefill
     sft_batch(model_cfg, geometry, batch, micro[, D])     # `train.prepare_batch` of a loader batch
     rl_batch(model_cfg, geometry, batch, g, n, micro, ..) # `rollout.packing.build_rl_batch`
 
@@ -105,16 +105,21 @@ def _grid(geo: VideoGeometry, videos: int, filler_groups: int = 0) -> np.ndarray
     return np.asarray(rows, np.int64)
 
 
-def sampler_prompts(cfg: QwenVLConfig, geo: VideoGeometry, batch: int) -> tuple[dict[str, Any], int]:
-    """(prompt arrays of `engine.prefill`, prompt length P) for `batch` prompts of the loader's length."""
+def sampler_prompts(cfg: QwenVLConfig, geo: VideoGeometry, batch: int, vision_shards: int = 1
+                    ) -> tuple[dict[str, Any], int]:
+    """(prompt arrays of `engine.prefill`, prompt length P) for `batch` prompts of the loader's length;
+    with `vision_shards` D > 1 their videos packed per shard, [D, rows, C] (`sampling.host.shard_videos`)."""
     length = bucket_length(geo.loader_tokens)
-    groups = batch * geo.groups
+    per = batch // vision_shards
+    groups = per * geo.groups
     filler = frame_bucket(groups) - groups
     rows = (groups + filler) * geo.grid_h * geo.grid_w
-    meta = prepare_vision_inputs(cfg.vision, cfg.family, _grid(geo, batch, filler))
+    meta = _abstract(prepare_vision_inputs(cfg.vision, cfg.family, _grid(geo, per, filler)))
+    lead = () if vision_shards == 1 else (vision_shards,)
     prompts = dict(input_ids=SDS((batch, length), jnp.int32), attention_mask=SDS((batch, length), jnp.int32),
                    position_ids=SDS((3, batch, length), jnp.int32), pixel_values=None,
-                   pixel_values_videos=SDS((rows, cfg.vision.patch_dim), jnp.float32), vision_inputs=_abstract(meta))
+                   pixel_values_videos=SDS((*lead, rows, cfg.vision.patch_dim), jnp.float32),
+                   vision_inputs=jax.tree.map(lambda s: SDS((*lead, *s.shape), s.dtype), meta))
     return prompts, length
 
 

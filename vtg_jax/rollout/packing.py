@@ -71,6 +71,14 @@ def sampler_inputs(prompts: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def pad_completions(x: np.ndarray, n: int) -> np.ndarray:
+    """Per-token completion arrays [..., N] zero-padded to `n` >= N tokens (past every completion's end)."""
+    x = np.asarray(x)
+    if n < x.shape[-1]:
+        raise ValueError(f"cannot pad {x.shape[-1]} completion tokens to {n}")
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n - x.shape[-1])])
+
+
 def completion_mask(lengths: np.ndarray, n: int) -> np.ndarray:
     """[..., n] int32: 1 on the first `lengths` tokens of each completion (EOS included)."""
     return (np.arange(n) < np.asarray(lengths)[..., None]).astype(np.int32)

@@ -23,21 +23,24 @@ def rollout_seed(base: int, step: int) -> int:
 
 
 def sample_completions(policy: nnx.Module, prompts: Mapping[str, np.ndarray], *, num_samples: int,
-                       rollout: Any, seed: int, eos_id: int, mesh: Any = None) -> tuple[dict, dict]:
+                       rollout: Any, seed: int, eos_id: int, mesh: Any = None,
+                       process_local: bool = False) -> tuple[dict, dict]:
     """(sampler inputs, `sampling.generate` outputs) of `num_samples` completions per prompt of `policy`,
-    with the `rollout` config section's max new tokens, temperature, top-p and top-k."""
+    with the `rollout` config section's max new tokens, temperature, top-p and top-k (`process_local`:
+    this process's prompts of a global batch, see `sampling.generate`)."""
     inputs = sampler_inputs(prompts)
     out = generate(policy, inputs, num_samples=num_samples, max_new_tokens=rollout.max_new_tokens,
                    temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k, seed=seed,
-                   eos_token_ids=[eos_id], prompt_ids=np.asarray(prompts["record_index"]), mesh=mesh)
+                   eos_token_ids=[eos_id], prompt_ids=np.asarray(prompts["record_index"]), mesh=mesh,
+                   process_local=process_local)
     return inputs, out
 
 
 def score_completions(model: nnx.Module, inputs: dict, tokens: np.ndarray, lengths: np.ndarray, *,
-                      temperature: float, mesh: Any = None) -> np.ndarray:
+                      temperature: float, mesh: Any = None, process_local: bool = False) -> np.ndarray:
     """Per-token log-probs [B, G, N] of `model` for completions `tokens` [B, G, N] of `lengths` [B, G]."""
     return score(model, inputs, tokens, completion_mask(lengths, tokens.shape[-1]), temperature=temperature,
-                 mesh=mesh)
+                 mesh=mesh, process_local=process_local)
 
 
 def ground_truth_completions(answers: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:

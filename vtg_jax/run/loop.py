@@ -20,9 +20,11 @@ mesh by their logical names, and the model's activation constraints split the co
 batch axes inside the step. Input is per host (`data.host_input`): with several processes each reads
 and decodes only the rows of every global batch that its devices hold (`parallel.distributed.
 process_rows`), so the processes' batches together are the one-process batch (`data/read` counts each
-process's records). SFT packs each process's rows into its share of the step's global arrays
-(`parallel.host_local_to_global`); the RL iterations, whose sampler and rewards take the whole batch
-on every host, get it gathered from the processes' rows (`RunContext.host_batch`).
+process's records). Every algorithm's iteration then works on its own rows when the mesh lets each
+process hold whole vision shards (`RunContext.packs_own_rows`): SFT packs them into its share of the
+step's global arrays (`parallel.host_local_to_global`); the RL iterations sample, reward, score and
+pack them the same way (`sampling.process_local`); otherwise the rows are gathered
+(`RunContext.host_batch`). Evaluation splits its records over the processes alike (`eval.loop`).
 """
 from __future__ import annotations
 

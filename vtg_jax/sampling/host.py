@@ -86,14 +86,20 @@ def _check_placeholders(cfg: QwenVLConfig, ids: np.ndarray, inputs: dict[str, An
 
 
 def prepare_prompts(cfg: QwenVLConfig, inputs: dict[str, Any], min_bucket: int = MIN_BUCKET,
-                    vision_shards: int = 1) -> Prompts:
+                    vision_shards: int = 1, *, min_length: int = 0, min_frames: int = 0,
+                    stacked: bool = False) -> Prompts:
     """Validates `inputs` (HF names), left-pads to the bucket and computes positions like HF generate:
     `get_rope_index` when grids and mm_token_type_ids are given, else cumsum(mask) - 1.
 
     vision_shards D > 1: the videos of each group of B/D consecutive prompts are packed apart
     ([D, rows, C], `models.qwen_vl.VisionTower`), each padded to the same bucketed number of frames, so
     the prefill runs every data shard's videos on its own chips (`shard_videos`). Batches with images or
-    with videos of several frame geometries keep one packing."""
+    with videos of several frame geometries keep one packing.
+
+    min_length / min_frames: pad to at least this bucket / each vision shard to at least this many
+    frames; stacked: pack the videos as [D, rows, C] even when D = 1 (a batch that cannot be sharded
+    then raises). Per-host sampling uses the three so that every process's prompt arrays have the
+    shapes of its share of one global batch (`sampling.process_local`)."""
     if "input_ids" not in inputs:
         raise ValueError("inputs must hold input_ids")
     unknown = sorted(set(inputs) - set(KNOWN_INPUTS))
@@ -117,16 +123,21 @@ def prepare_prompts(cfg: QwenVLConfig, inputs: dict[str, Any], min_bucket: int =
         host = prepare_inputs(cfg, ids, mask, inputs.get("image_grid_thw"), inputs.get("video_grid_thw"),
                               inputs.get("second_per_grid_ts"), types)
     positions = host["position_ids"] if (has_grids and types is not None) else generation_positions(mask)
-    length = bucket_length(ids.shape[1], min_bucket)
+    length = bucket_length(max(ids.shape[1], int(min_length)), min_bucket)
 
     def opt(name: str) -> np.ndarray | None:
         v = inputs.get(name)
         return None if v is None else np.asarray(v, np.float32)
 
     videos, vision_inputs = opt("pixel_values_videos"), host["vision_inputs"]
-    if videos is not None and vision_shards > 1 and inputs.get("pixel_values") is None \
-            and len(_geometries(inputs["video_grid_thw"])) == 1:  # else one packing, as before
-        videos, vision_inputs = shard_videos(cfg, ids, videos, inputs["video_grid_thw"], vision_shards)
+    shardable = videos is not None and inputs.get("pixel_values") is None \
+        and len(_geometries(inputs["video_grid_thw"])) == 1
+    if videos is not None and stacked and not shardable:
+        raise ValueError("per-shard video packing needs prompts without images whose videos share one frame "
+                         f"geometry; got geometries {sorted(_geometries(inputs['video_grid_thw']))}"
+                         + (" and images" if inputs.get("pixel_values") is not None else ""))
+    if shardable and (vision_shards > 1 or stacked):  # else one packing, as before
+        videos, vision_inputs = shard_videos(cfg, ids, videos, inputs["video_grid_thw"], vision_shards, min_frames)
     elif videos is not None:
         videos, vision_inputs = _pad_video_rows(cfg, videos, inputs.get("image_grid_thw"),
                                                 inputs.get("video_grid_thw"), vision_inputs)
@@ -185,12 +196,12 @@ def _with_filler(rows: np.ndarray, grid: np.ndarray, frames: int, gh: int, gw: i
 
 
 def shard_videos(cfg: QwenVLConfig, ids: np.ndarray, videos: np.ndarray, video_grid: Any,
-                 shards: int) -> tuple[np.ndarray, dict]:
+                 shards: int, min_frames: int = 0) -> tuple[np.ndarray, dict]:
     """HF-layout video rows of B prompts ([N, C] in placeholder order, one grid row per video or per
     temporal group) -> [D, rows, C] and vision_inputs {k: [D, ...]}: shard d packs the videos of prompts
     d*B/D .. (d+1)*B/D - 1 (found by counting each prompt's video placeholders), every shard padded with
-    filler frames to the same `frame_bucket` of the largest shard (one frame geometry per batch, as the
-    loader batches)."""
+    filler frames to the same `frame_bucket` of the largest shard, or to `min_frames` when more (one
+    frame geometry per batch, as the loader batches)."""
     b = ids.shape[0]
     if b % shards:
         raise ValueError(f"{b} prompts do not split into {shards} vision shards")
@@ -212,7 +223,7 @@ def shard_videos(cfg: QwenVLConfig, ids: np.ndarray, videos: np.ndarray, video_g
             raise ValueError("video_grid_thw does not split at the prompts' boundaries")
         parts.append(videos[lo:hi])
         grids.append(grid[first:last + 1] if hi > lo else grid[:0])  # text-only prompts: filler frames only
-    frames = max(frame_bucket(len(p) // (gh * gw)) for p in parts)
+    frames = max(max(frame_bucket(len(p) // (gh * gw)) for p in parts), int(min_frames))
     packed = []
     for part, g in zip(parts, grids):
         part, g = _with_filler(part, g, frames - len(part) // (gh * gw), gh, gw)

@@ -17,11 +17,13 @@ positions.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct
+from jax.sharding import PartitionSpec
 
 from vtg_jax.losses import masked_mean, token_logprobs
 
@@ -59,6 +61,29 @@ class RLBatch:
     teacher_logp: Optional[Array] = None
     pixel_values_videos: Optional[Array] = None
     vision_inputs: Optional[dict[str, Array]] = None
+
+
+def rl_batch_specs(batch: RLBatch, spec: PartitionSpec) -> dict[str, Any]:
+    """The PartitionSpec of each present field of `batch` when its prompts and completions are sharded
+    over the mesh axes of `spec` (the logical batch axis' spec, `parallel.distributed.batch_spec`): the
+    b and R axes of every micro-batch, and the vision shards' axis of packed videos (replicated when the
+    videos are one packing per micro-batch). How per-host input assembles the RL step's batch from each
+    process's rows (as `train.batch.packed_specs` does for SFT)."""
+    axes = spec[0] if len(spec) else None
+    rows, positions = PartitionSpec(None, axes), PartitionSpec(None, None, axes)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(batch):
+        value = getattr(batch, f.name)
+        if value is None:
+            continue
+        if f.name in ("prompt_pos", "completion_pos"):
+            out[f.name] = positions
+        elif f.name in ("pixel_values_videos", "vision_inputs"):
+            video = rows if len(batch.pixel_values_videos.shape) == 4 else PartitionSpec()
+            out[f.name] = video if f.name == "pixel_values_videos" else {k: video for k in value}
+        else:
+            out[f.name] = rows
+    return out
 
 
 def require_fields(batch: Any, fields: Sequence[str], objective: str) -> None:
