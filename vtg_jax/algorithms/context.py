@@ -11,7 +11,7 @@ from flax import nnx
 from vtg_jax.data.host_input import agree_on_buckets, gather_global_batch
 from vtg_jax.data.run_data import RunData
 from vtg_jax.models.qwen_vl.config import QwenVLConfig
-from vtg_jax.parallel.distributed import batch_spec, global_to_host, host_local_to_global, max_over_processes
+from vtg_jax.parallel.distributed import batch_spec, gather_json, host_local_to_global, max_over_processes
 from vtg_jax.parallel.rules import batch_shards, vision_shards_for
 from vtg_jax.rollout.samples import rollout_seed, sample_completions, score_completions
 from vtg_jax.train.batch import packed_specs, prepare_batch
@@ -98,7 +98,7 @@ class RunContext:
         needs `packs_own_rows()`."""
         local = agree_on_buckets(batch, self.run_data.buckets)
         packed = prepare_batch(self.model_cfg, local, int(self.config.micro_batches),
-                               self.vision_shards() // jax.process_count())
+                               self.packed_vision_shards(True))
         return host_local_to_global(packed, self.mesh, packed_specs(packed, batch_spec(self.mesh)))
 
     def iteration_batch(self, batch: dict, own_rows: bool) -> dict:
@@ -106,8 +106,9 @@ class RunContext:
         (`agree_on_buckets`); else the whole global batch (gathered from the processes' rows)."""
         return agree_on_buckets(batch, self.run_data.buckets) if own_rows else self.host_batch(batch)
 
-    def rl_vision_shards(self, own_rows: bool) -> int:
-        """The vision shards `build_rl_batch` packs: this process's share of them with `own_rows`."""
+    def packed_vision_shards(self, own_rows: bool) -> int:
+        """The vision shards a step batch is packed with on the host (`prepare_batch`, `build_rl_batch`):
+        this process's share of them with `own_rows`."""
         return self.vision_shards() // (jax.process_count() if own_rows else 1)
 
     def agreed_length(self, n: int, own_rows: bool) -> int:
@@ -120,30 +121,28 @@ class RunContext:
         whole batch replicated (`put`)."""
         if not own_rows:
             return self.put(rl)
-        fields = {f: getattr(rl, f) for f in rl_batch_specs(rl, batch_spec(self.mesh))}
-        return dataclasses.replace(rl, **host_local_to_global(fields, self.mesh,
-                                                               rl_batch_specs(rl, batch_spec(self.mesh))))
+        specs = rl_batch_specs(rl, batch_spec(self.mesh))
+        return dataclasses.replace(rl, **host_local_to_global({f: getattr(rl, f) for f in specs}, self.mesh, specs))
 
     def host_metrics(self, metrics: dict[str, float], own_rows: bool) -> dict[str, float]:
         """Host-side metrics of an iteration's rows over the global batch: with `own_rows` on several
         processes, the mean of every process's value (each holds as many rows), the sum of `*_count`s."""
-        if not own_rows or jax.process_count() == 1 or not metrics:
+        if not own_rows or jax.process_count() == 1:
             return metrics
-        names = sorted(metrics)
-        every = np.asarray(global_to_host(np.asarray([[metrics[k] for k in names]], np.float32)), np.float64)
-        if every.shape != (jax.process_count(), len(names)):
-            raise ValueError(f"processes report different host metrics; this one {names}")
-        return {k: float(every[:, i].sum() if k.endswith("_count") else every[:, i].mean())
-                for i, k in enumerate(names)}
+        every = gather_json({k: float(v) for k, v in metrics.items()})
+        if any(set(m) != set(metrics) for m in every):
+            raise ValueError(f"processes report different host metrics: {[sorted(m) for m in every]}")
+        return {k: float(np.sum([m[k] for m in every]) if k.endswith("_count") else np.mean([m[k] for m in every]))
+                for k in metrics}
 
     def step_shardings(self) -> dict:
         """The shardings a step factory takes (all None on one device)."""
         return dict(state_sharding=self.state_sharding, frozen_sharding=self.frozen_sharding,
                     batch_sharding=self.batch_sharding)
 
-    def rl_step_shardings(self, own_rows: bool) -> dict:
-        """`step_shardings` of a step that takes its batch as `put_rl` gives it: with `own_rows` the
-        batch's own sharding (rows over the batch axes), not a replicated one."""
+    def step_shardings_for(self, own_rows: bool) -> dict:
+        """`step_shardings` of a step that takes its batch as `put_own_rows` / `put_rl` give it: with
+        `own_rows` the batch's own sharding (rows over the batch axes), not a replicated one."""
         return dict(self.step_shardings(), **({"batch_sharding": None} if own_rows else {}))
 
 

@@ -58,7 +58,7 @@ def _iteration(ctx: RunContext, tempsamp: bool) -> Iteration:
     # advantages are per prompt), the step assembling its batch from every process's rows; else every
     # process works on the whole gathered batch.
     own = ctx.packs_own_rows()
-    step_fn = make_step(c, ctx.graphdef, ctx.tx, ctx.schedule, time_mask=time_mask, **ctx.rl_step_shardings(own))
+    step_fn = make_step(c, ctx.graphdef, ctx.tx, ctx.schedule, time_mask=time_mask, **ctx.step_shardings_for(own))
 
     def iterate(state, batch, step):
         t0 = time.perf_counter()
@@ -87,7 +87,7 @@ def _iteration(ctx: RunContext, tempsamp: bool) -> Iteration:
         t2 = time.perf_counter()
         rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, logp, adv, rewards=rew, ref_logp=ref,
                             off_policy=off, num_micro=c.micro_batches, max_new_tokens=max(c.rollout.max_new_tokens, n),
-                            vision_shards=ctx.rl_vision_shards(own))
+                            vision_shards=ctx.packed_vision_shards(own))
         state, metrics = step_fn(state, ctx.frozen, ctx.put_rl(rl, own))
         host.update({"time/rollout_s": t1 - t0, "time/score_s": t2 - t1,
                      "rl/finish_eos": float(np.mean(out["finish_reason"] == "eos"))})

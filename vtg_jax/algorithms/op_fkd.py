@@ -42,7 +42,7 @@ def make_iteration(ctx: RunContext) -> Iteration:
     t_sharding = None if ctx.mesh is None else jax.tree.map(lambda x: x.sharding, t_state)
     own = ctx.packs_own_rows()  # per-host input all the way to the step (as in algorithms.grpo)
     step_fn = make_step(c, ctx.graphdef, ctx.tx, ctx.schedule, teacher_graphdef=t_graphdef,
-                        teacher_sharding=t_sharding, **ctx.rl_step_shardings(own))
+                        teacher_sharding=t_sharding, **ctx.step_shardings_for(own))
 
     def iterate(state, batch, step):
         batch = ctx.iteration_batch(batch, own)
@@ -51,7 +51,7 @@ def make_iteration(ctx: RunContext) -> Iteration:
         n = ctx.agreed_length(max(c.rollout.max_new_tokens, tokens.shape[-1]), own)
         rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, np.zeros(tokens.shape, np.float32),
                             np.zeros(lengths.shape, np.float32), num_micro=c.micro_batches, max_new_tokens=n,
-                            vision_shards=ctx.rl_vision_shards(own))
+                            vision_shards=ctx.packed_vision_shards(own))
         state, metrics = step_fn(state, ctx.frozen, t_state, ctx.put_rl(rl, own))
         return state, dict(metrics)
 

@@ -43,7 +43,7 @@ def _iteration(ctx: RunContext, on_policy: bool) -> Iteration:
     factory = make_step if on_policy else make_rkd_step
     spec = reward_spec(c.reward) if on_policy else None  # OP-RKD reports no reward (its config has none)
     own = ctx.packs_own_rows()  # per-host input all the way to the step (as in algorithms.grpo)
-    step_fn = factory(c, ctx.graphdef, ctx.tx, ctx.schedule, **ctx.rl_step_shardings(own))
+    step_fn = factory(c, ctx.graphdef, ctx.tx, ctx.schedule, **ctx.step_shardings_for(own))
 
     def iterate(state, batch, step):
         t0 = time.perf_counter()
@@ -65,7 +65,8 @@ def _iteration(ctx: RunContext, on_policy: bool) -> Iteration:
         t2 = time.perf_counter()
         rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, logp, np.zeros(lengths.shape, np.float32),
                             teacher_logp=teacher_logp, num_micro=c.micro_batches,
-                            max_new_tokens=max(c.rollout.max_new_tokens, n), vision_shards=ctx.rl_vision_shards(own))
+                            max_new_tokens=max(c.rollout.max_new_tokens, n),
+                            vision_shards=ctx.packed_vision_shards(own))
         state, metrics = step_fn(state, ctx.frozen, ctx.put_rl(rl, own))
         host.update({"time/rollout_s": t1 - t0, "time/score_s": t2 - t1})
         return state, {**metrics, **ctx.host_metrics(host, own)}

@@ -20,9 +20,7 @@ def make_iteration(ctx: RunContext) -> Iteration:
     them into its share of the step's global arrays when the mesh allows (`RunContext.packs_own_rows`);
     otherwise the rows are gathered and every process packs the whole batch."""
     own_rows = ctx.packs_own_rows()
-    # own rows: the step takes the arrays' own sharding (samples over the batch axes), not a replicated one
-    shardings = dict(ctx.step_shardings(), **({"batch_sharding": None} if own_rows else {}))
-    step_fn = make_step(ctx.config, ctx.graphdef, ctx.tx, ctx.schedule, **shardings)
+    step_fn = make_step(ctx.config, ctx.graphdef, ctx.tx, ctx.schedule, **ctx.step_shardings_for(own_rows))
 
     def iterate(state, batch, step):
         if own_rows:

@@ -41,7 +41,7 @@ def local_vision_shards(mesh: Mesh, local_prompts: int) -> int:
     return shards // n
 
 
-def _frames_per_shard(cfg: QwenVLConfig, prompts: Prompts, inputs: dict[str, Any]) -> int:
+def _frames_per_shard(prompts: Prompts, inputs: dict[str, Any]) -> int:
     if prompts.pixel_values_videos is None:
         return 0
     _, gh, gw = np.asarray(inputs["video_grid_thw"], np.int64).reshape(-1, 3)[0]
@@ -62,7 +62,7 @@ def agreed_prompts(cfg: QwenVLConfig, inputs: dict[str, Any], mesh: Mesh, min_bu
     # several processes stack their shards into the global [D, ...] (one shard each may be theirs)
     videos = inputs.get("pixel_values_videos") is not None and jax.process_count() > 1
     prompts = prepare_prompts(cfg, inputs, min_bucket, shards, stacked=videos)
-    mine = np.asarray([prompts.length, _frames_per_shard(cfg, prompts, inputs)])
+    mine = np.asarray([prompts.length, _frames_per_shard(prompts, inputs)])
     agreed = max_over_processes(mine)
     if (mine != agreed).any():
         prompts = prepare_prompts(cfg, inputs, min_bucket, shards, min_length=int(agreed[0]),
