@@ -1,8 +1,9 @@
 """Sampler throughput: (a) our jitted decode vs transformers `generate`, (b) G samples from one shared
-prefill vs G independent prefills (ours both ways). One process, same weights, float32, CPU.
+prefill vs G independent prefills (ours both ways). One process, same weights; float32 on the CPU by
+default, or on an NVIDIA GPU (both sides: torch CUDA, jax CUDA) with `--device gpu --dtype bfloat16`.
 
-    /work/venv/bin/python bench/sampler.py [--batch 8] [--prompt 64] [--new 64] [--samples 8] [--video-new 50]
-                                           [--default-malloc]
+    python bench/sampler.py [--batch 8] [--prompt 64] [--new 64] [--samples 8] [--video-new 50]
+                            [--default-malloc] [--device cpu|gpu] [--dtype float32|bfloat16]
 
 Model ("medium", random weights): Qwen2.5-VL text hidden 512, 8 layers, 8 heads / 4 kv heads, vocab 8192;
 vision depth 4, hidden 256. Built in transformers, saved with `save_pretrained` and loaded with our
@@ -13,7 +14,9 @@ threads (and 1 thread, see --torch-threads); XLA:CPU uses its own pool over the 
     the difference of two end-to-end generate calls removes the prefill and the per-call overhead (host
     preparation, HF's input checks) from both sides alike. End-to-end tokens/s is printed too. So is the
     weight-streaming floor (`weight_floor_step`): the time to read every text weight once, which bounds
-    the tokens/s of ANY float32 decoder at this batch, and so the largest ratio to transformers possible.
+    the tokens/s of ANY decoder in this dtype at this batch, and so the largest ratio to transformers
+    possible (on the CPU; on a GPU this model's decode is latency-bound and no floor is printed). On a
+    GPU the torch thread count does not apply and one transformers row is printed.
 (b) One video prompt of ~1k tokens (grid 8x22x22 patches -> 968 video tokens), temperature 1,
     `samples` completions of `video-new` tokens: shared = generate(B=1, num_samples=G) (vision tower and
     prompt once, KV cache repeated G times); independent = generate on G copies of the prompt (B=G,
@@ -39,6 +42,8 @@ import tempfile
 import time
 from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 
@@ -49,7 +54,7 @@ VS, VE, VID = 8002, 8003, 8001
 GRID = (8, 22, 22)  # (t, h, w) patches -> t*h*w/4 = 968 video tokens
 
 
-def hf_medium_model():
+def hf_medium_model(device: str = "cpu", dtype: str = "float32"):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     cfg = Qwen2_5_VLConfig(
@@ -62,7 +67,8 @@ def hf_medium_model():
         image_token_id=8000, video_token_id=VID, vision_start_token_id=VS, vision_end_token_id=VE,
         tie_word_embeddings=False, attn_implementation="sdpa")
     torch.manual_seed(0)
-    return Qwen2_5_VLForConditionalGeneration(cfg).eval().float()
+    model = Qwen2_5_VLForConditionalGeneration(cfg).eval().float()  # initialised in float32, then cast
+    return model.to("cuda" if device == "gpu" else "cpu", getattr(torch, dtype))
 
 
 def text_batch(batch: int, prompt: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -85,13 +91,11 @@ def repeat_prompt(p: dict[str, np.ndarray], g: int) -> dict[str, np.ndarray]:
 
 
 def weight_floor_step(model: Any, batch: int, steps: int = 64, repeats: int = 3) -> float:
-    """Seconds per decode step of the least any float32 decoder of this model must do at this batch:
+    """Seconds per decode step of the least any decoder of this model (in its weights' dtype) must do at
+    this batch:
     read every text weight once per step. A jitted loop of `steps` steps of the decoder's matmuls
     alone (one token per row: q/k/v/o, gate/up/down per layer, then the lm_head), with no attention,
     norms, KV cache or sampling; each step depends on the last so nothing is hoisted out of the loop."""
-    import jax
-    import jax.numpy as jnp
-
     kernels = [tuple(m.kernel[...] for m in (l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj,
                                              l.self_attn.o_proj, l.mlp.gate_proj, l.mlp.up_proj, l.mlp.down_proj))
                for l in model.language_model.layers]
@@ -107,7 +111,7 @@ def weight_floor_step(model: Any, batch: int, steps: int = 64, repeats: int = 3)
         return h + 1e-3 * (h @ head)[:, :d]
 
     loop = jax.jit(lambda h: jax.lax.fori_loop(0, steps, step, h))
-    h0 = jnp.ones((batch, d), jnp.float32)
+    h0 = jnp.ones((batch, d), head.dtype)
     return best_time(lambda: jax.block_until_ready(loop(h0)), repeats)[0] / steps
 
 
@@ -135,26 +139,35 @@ def main() -> None:
     ap.add_argument("--torch-threads", type=int, nargs="+", default=[2, 1],
                     help="torch thread counts to time transformers with (2 = the stated setting; 1 shows "
                          "how much OpenMP contention on a loaded 2-core machine costs it)")
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                    help="where both sides run (gpu: torch on CUDA, jax's default backend must be the GPU)")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                    help="weights and activations of both sides")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    gpu = args.device == "gpu"
+    if gpu and jax.default_backend() != "gpu":
+        raise SystemExit(f"--device gpu: jax's default backend is {jax.default_backend()!r}, not a GPU")
     rng = np.random.default_rng(0)
-    hf = hf_medium_model()
+    hf = hf_medium_model(args.device, args.dtype)
     with tempfile.TemporaryDirectory() as path:
         hf.save_pretrained(path)
-        ours = from_pretrained(path, rope_index_rule="transformers5")
-    print(f"load average (1/5/15 min) {tuple(round(x, 2) for x in os.getloadavg())}; {os.cpu_count()} cores; "
+        ours = from_pretrained(path, dtype=getattr(jnp, args.dtype), rope_index_rule="transformers5")
+    where = (f"{torch.cuda.get_device_name()} (torch {torch.__version__}, jax {jax.__version__} on "
+             f"{jax.devices()[0].device_kind})" if gpu else f"{os.cpu_count()} cores")
+    print(f"{args.dtype} on {where}; load average (1/5/15 min) {tuple(round(x, 2) for x in os.getloadavg())}; "
           f"compile time excluded (each configuration warmed up once before timing); host malloc: "
           f"{allocator_label()}")
 
     # (a) decode tokens/s vs transformers generate.
     inputs = text_batch(args.batch, args.prompt, rng)
-    kw = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    kw = {k: torch.from_numpy(v).to(hf.device) for k, v in inputs.items()}
 
     def hf_gen(n: int) -> Callable[[], Any]:
         def run() -> Any:
-            with torch.no_grad():
+            with torch.no_grad():  # .cpu(): the tokens on the host, as ours returns them (syncs the GPU)
                 return hf.generate(**kw, max_new_tokens=n, do_sample=False,
-                                   eos_token_id=None, pad_token_id=0)
+                                   eos_token_id=None, pad_token_id=0).cpu()
         return run
 
     def our_gen(n: int) -> Callable[[], Any]:
@@ -163,21 +176,27 @@ def main() -> None:
     b, n = args.batch, args.new
     (t_us_n, ours_out), (t_us_1, _) = best_time(our_gen(n), args.repeats), best_time(our_gen(1), args.repeats)
     us_dec = b * (n - 1) / (t_us_n - t_us_1)
-    floor = weight_floor_step(ours, b)
+    # A bound on the CPU, where decode streams every weight from memory; on a GPU this model's decode is
+    # bound by kernel latency, not bandwidth (a weights-only loop is no floor there), so it is not printed.
+    floor = None if gpu else weight_floor_step(ours, b)
     print(f"(a) text batch {b} x prompt {args.prompt}, {n} new tokens, greedy")
     print(f"    ours (jitted)                  : {t_us_n:.3f} s end-to-end ({b * n / t_us_n:.0f} tok/s), "
           f"decode {us_dec:.0f} tok/s ({b / us_dec * 1e3:.2f} ms per step)")
-    print(f"    weight-streaming floor         : {floor * 1e3:.2f} ms per step = at most {b / floor:.0f} tok/s for "
-          f"any float32 decoder here (every text weight read once per step, nothing else)")
-    for threads in args.torch_threads:
+    if floor is not None:
+        print(f"    weight-streaming floor         : {floor * 1e3:.2f} ms per step = at most {b / floor:.0f} tok/s "
+              f"for any {args.dtype} decoder here (every text weight read once per step, nothing else)")
+    for threads in [2] if gpu else args.torch_threads:
         torch.set_num_threads(threads)
         (t_hf_n, hf_out), (t_hf_1, _) = best_time(hf_gen(n), args.repeats), best_time(hf_gen(1), args.repeats)
         hf_dec = b * (n - 1) / (t_hf_n - t_hf_1)
-        agree = np.array_equal(ours_out["tokens"][:, 0], hf_out[:, args.prompt:].numpy())
-        print(f"    transformers, torch threads {threads}: {t_hf_n:.3f} s end-to-end ({b * n / t_hf_n:.0f} tok/s), "
-              f"decode {hf_dec:.0f} tok/s; greedy tokens identical to ours: {agree}")
-        print(f"    decode tokens/s ratio ours / transformers (torch threads {threads}) = {us_dec / hf_dec:.2f}x "
-              f"(end-to-end {t_hf_n / t_us_n:.2f}x); the floor allows at most {b / floor / hf_dec:.2f}x")
+        agree = np.mean(ours_out["tokens"][:, 0] == hf_out[:, args.prompt:].numpy())
+        label = "transformers (CUDA)      " if gpu else f"transformers, torch threads {threads}"
+        print(f"    {label}: {t_hf_n:.3f} s end-to-end ({b * n / t_hf_n:.0f} tok/s), "
+              f"decode {hf_dec:.0f} tok/s; greedy tokens equal to ours: {agree:.1%}")
+        print(f"    decode tokens/s ratio ours / transformers{'' if gpu else f' (torch threads {threads})'} = "
+              f"{us_dec / hf_dec:.2f}x "
+              f"(end-to-end {t_hf_n / t_us_n:.2f}x)"
+              + ("" if floor is None else f"; the floor allows at most {b / floor / hf_dec:.2f}x"))
 
     # (b) shared prefix vs independent prefills at G samples per video prompt.
     g, m = args.samples, args.video_new

@@ -92,12 +92,13 @@ def test_splash_under_mesh_equals_single_device():
     _assert_same(got, want)
 
 
-@pytest.mark.parametrize("causal", [True, False])
-def test_cudnn_wrapper_reorders_any_mask(causal):
+@pytest.mark.parametrize("causal,length", [(True, 40), (False, 40), (True, 41)])
+def test_cudnn_wrapper_reorders_any_mask(causal, length):
     """Real tokens anywhere (left padding, a hole, right padding): moved first in order, attended with
-    lengths, moved back, equal to the masked reference on every real row."""
-    q, k, v = _qkv(3, 40, 4, 2, 16, seed=6)
-    key_mask = np.ones((3, 40), bool)
+    lengths, moved back, equal to the masked reference on every real row; an odd length (cuDNN's
+    training kernels need even ones) is padded by one position and cut back."""
+    q, k, v = _qkv(3, length, 4, 2, 16, seed=6)
+    key_mask = np.ones((3, length), bool)
     key_mask[0, :7] = False
     key_mask[1, 10:14] = False
     key_mask[2, 31:] = False

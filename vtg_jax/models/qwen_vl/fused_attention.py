@@ -22,7 +22,8 @@ cuDNN (`jax.nn.dot_product_attention(implementation="cudnn")`): cuDNN's padding 
 LENGTHS (the first n positions are real), so each row's real tokens are first moved to the front by a
 stable permutation (their order, hence the causal rule among them, is kept), attended with the lengths
 and moved back: any key mask works, not only right padding, without materialising a [T, T] mask.
-cuDNN takes bfloat16 / float16 only. jax partitions it over batch and heads itself.
+An odd length is padded by one position (cuDNN's training kernels need even lengths). cuDNN takes
+bfloat16 / float16 only. jax partitions it over batch and heads itself.
 """
 from __future__ import annotations
 
@@ -161,9 +162,16 @@ def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float, k
 
     `implementation` is passed to `jax.nn.dot_product_attention`; tests pass "xla" to check this
     function's reordering and lengths on a machine without cuDNN."""
-    if key_mask is None:
+    b, t = q.shape[:2]
+    # cuDNN's training kernels take even lengths only (jax's `check_is_flash_attention`: "Unsupported
+    # sequence length" for an odd T): an odd T gets one padding position, excluded by the lengths.
+    pad = t % 2
+    if key_mask is None and not pad:
         return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=causal, implementation=implementation)
-    real = jnp.asarray(key_mask).astype(bool)
+    real = jnp.ones((b, t), bool) if key_mask is None else jnp.asarray(key_mask).astype(bool)
+    if pad:
+        q, k, v = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (q, k, v))
+        real = jnp.pad(real, ((0, 0), (0, pad)))
     # Stable: real tokens first in their own order, then the padding.
     order = jnp.argsort(~real, axis=1, stable=True)
     lengths = jnp.sum(real, axis=1, dtype=jnp.int32)
@@ -176,4 +184,4 @@ def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float, k
                                        implementation=implementation)
     # out[b, i] belongs to position order[b, i]: scatter back.
     restore = jnp.argsort(order, axis=1)
-    return jnp.take_along_axis(out, restore[:, :, None, None], axis=1)
+    return jnp.take_along_axis(out, restore[:, :, None, None], axis=1)[:, :t]
