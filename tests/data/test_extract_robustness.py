@@ -217,8 +217,18 @@ def test_clip_window_inside_the_decodable_part_is_whole(source, tmp_path):
     assert late["frame_indices"][-1] == 36 and late["clip"] == [0.5, 4.0]
 
 
-def test_corrupt_late_frames_are_dropped(source, tmp_path):
-    path, frames = source
+@pytest.fixture(scope="module")
+def large_source(tmp_path_factory):
+    """`source` at 480x640: decord's decoder thread, racing ahead to the corrupt frames, meets them later
+    than on 64x96 frames (on which it often fails frame 0 itself before it is read)."""
+    import decord
+
+    path = write_h264(tmp_path_factory.mktemp("src") / "large.mp4", h=480, w=640)
+    return path, decord.VideoReader(path, num_threads=1).get_batch(list(range(40))).asnumpy()
+
+
+def test_corrupt_late_frames_are_dropped(large_source, tmp_path):
+    path, frames = large_source
     data = bytearray(open(path, "rb").read())
     pkts = packets(path)
     start, end = pkts[36][0], pkts[-1][0] + pkts[-1][1]
@@ -230,10 +240,10 @@ def test_corrupt_late_frames_are_dropped(source, tmp_path):
     assert stats["done"] == 1 and errors == [] and len(warnings) == 1
     cut_info = manifest[0]["truncated"]
     # decord decodes ahead of what it returns and then fails on every read, so its error may surface
-    # before frame 36 (on tiny frames, far before): what is kept is a prefix, never a frame past 35.
+    # before frame 36: what is kept is a prefix, never a frame past 35.
     assert 2 <= cut_info["decoded_frames"] <= 36 and cut_info["source_frames"] == 40
     assert cut_info["cause"].startswith("decoder error: Invalid data found when processing input (")
-    plan = plan_frames(CFG, "qwen2_5_vl", cut_info["decoded_frames"], 10.0, 64, 96)
+    plan = plan_frames(CFG, "qwen2_5_vl", cut_info["decoded_frames"], 10.0, 480, 640)
     assert manifest[0]["frame_indices"] == plan.indices.tolist()
     np.testing.assert_array_equal(FrameStore(out).read("corrupt")[0], resize_frames(frames[plan.indices], *plan.size))
 
@@ -493,3 +503,41 @@ def test_peak_memory_on_a_real_1080p_clip(tmp_path):
     all_frames = 96 * 1080 * 1920 * 3
     assert m["shape"][0] == 96
     assert m["peak"] - m["base"] < 0.5 * all_frames, ((m["peak"] - m["base"]) / 2**20, all_frames / 2**20)
+
+
+class _RacyFirstFrameReader:
+    """A reader whose frame 0 read fails (decord's decode-ahead error) on the first `fails` readers."""
+
+    opened = 0
+
+    def __init__(self, fails):
+        type(self).opened += 1
+        self.fails = type(self).opened <= fails
+
+    def __getitem__(self, i):
+        import decord
+
+        if self.fails:
+            raise decord.DECORDError("Check failed: avcodec_send_packet(...) >= 0 (-1094995529 vs. 0) "
+                                     "Thread worker: Error sending packet.")
+        return np.zeros((48, 64, 3), np.uint8)
+
+
+@pytest.mark.parametrize("fails", [1, 3])
+def test_first_frame_read_retries_decoders_that_failed_ahead(fails):
+    """decord's decoder thread can meet a corrupt late frame before frame 0 is read, and then fails that
+    read too: the frame size is read again from fresh readers."""
+    from vtg_jax.data.decode import first_frame_shape
+
+    _RacyFirstFrameReader.opened = 0
+    shape, vr = first_frame_shape(lambda: _RacyFirstFrameReader(fails), _RacyFirstFrameReader(fails))
+    assert shape == (48, 64) and not vr.fails and _RacyFirstFrameReader.opened == fails + 1
+
+
+def test_a_first_frame_that_never_decodes_is_a_video_error():
+    from vtg_jax.data.decode import FIRST_FRAME_TRIES, VideoError, first_frame_shape
+
+    _RacyFirstFrameReader.opened = 0
+    with pytest.raises(VideoError, match=r"^decoder error: Invalid data found when processing input \("):
+        first_frame_shape(lambda: _RacyFirstFrameReader(99), _RacyFirstFrameReader(99))
+    assert _RacyFirstFrameReader.opened == FIRST_FRAME_TRIES

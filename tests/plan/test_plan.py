@@ -137,6 +137,40 @@ def test_attention_flops_are_the_attention_terms_of_the_model_flops():
     assert flops.vision_full_attention(q25, 2, 8, 8) == len(q25.vision.fullatt_block_indexes) * 4 * 1280 * 128 * 64
 
 
+def test_shared_prefix_update_flops_run_each_prompt_once():
+    """The shared-prefix update's model FLOPs: the repeated layout's minus the G - 1 extra prompt passes
+    of every prompt (forward + backward), exactly."""
+    from vtg_jax.models.qwen_vl.presets import get_preset
+    from vtg_jax.plan import flops
+
+    cfg = get_preset("qwen2.5-vl-7b")
+    prompts, rows, plen, new, vision = 2, 16, 4000, 2048, 1e12
+    repeated = flops.train_step(cfg, prompts, rows, plen, new, vision, True)
+    shared = flops.train_step(cfg, prompts, rows, plen, new, vision, True, shared_prefix=True)
+    prompt_pass = flops.text_forward(cfg.text, plen, flops.causal_pairs(plen), 0)
+    assert repeated - shared == pytest.approx(3 * (rows - prompts) * prompt_pass, rel=1e-12)
+
+
+def test_plan_of_a_shared_prefix_grpo_update_on_cpu_devices():
+    """The GRPO update with `grpo.shared_prefix` compiles in the planner (cpu:4) and reports the shared
+    layout's model FLOPs."""
+    from vtg_jax.plan.planner import plan
+
+    c = load_recipe("grpo")
+    with c.unlocked():
+        c.model.preset, c.model.init_from = "qwen2.5-vl-tiny", ""
+        c.batch_size, c.micro_batches = 4, 2
+        c.mesh.data, c.mesh.fsdp = 1, -1
+    reports = {}
+    for shared in (False, True):
+        with c.unlocked():
+            c.grpo.shared_prefix = shared
+        reports[shared] = plan(c, parse_target("cpu:4"), only=("train_step",), log=lambda m: None)
+    steps = {k: next(p for p in r.programs if p.name == "train_step") for k, r in reports.items()}
+    assert not steps[True].error and steps[True].temp_bytes > 0
+    assert 0 < steps[True].model_flops < steps[False].model_flops
+
+
 def test_plan_of_the_tiny_sft_recipe_on_eight_cpu_devices():
     """Every program compiles on cpu:8 with its memory and cost; a chip with too little HBM makes each
     program that exceeds it a named refusal with its shortfall (the CLI exits 1 on those)."""

@@ -22,10 +22,15 @@ def _flat(c) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in _flatten(c.to_dict()).items()}
 
 
+# keys added since the snapshot, with the value that keeps what the code did then
+ADDED = {"grpo.shared_prefix": False, "opd.shared_prefix": False}
+
+
 def _kept(before: dict, prefix: str = "") -> dict:
-    """`before` (one run config, flattened) without the sections its algorithm has not, 0 -> None."""
+    """`before` (one run config, flattened) without the sections its algorithm has not, 0 -> None, plus
+    the keys ADDED since."""
     sections = sections_of(before[f"{prefix}algorithm"])
-    out = {}
+    out = {f"{prefix}{k}": v for k, v in ADDED.items() if k.split(".")[0] in sections}
     for key, value in before.items():
         if key.startswith(prefix) and key[len(prefix):].split(".")[0] in sections:
             off = key[len(prefix):] in ZERO_TO_NONE and value == 0

@@ -21,13 +21,13 @@ def make_processor(tmp_dir) -> QwenVLProcessor:
     return QwenVLProcessor(CFG, Tokenizer.from_file(path + "/tokenizer.json"))
 
 
-def make_prompts(proc, seed, frames=(2, 4, 2, 4), answers=False):
-    """Collated, right-padded batch of prompt-only processor outputs (56x56 frames); with `answers`,
-    also the ground-truth answer ids and spans."""
+def make_prompts(proc, seed, frames=(2, 4, 2, 4), answers=False, size=56):
+    """Collated, right-padded batch of prompt-only processor outputs (size x size frames: 56 for
+    Qwen2.5-VL, a multiple of 32 for Qwen3-VL); with `answers`, also the ground-truth answer ids and spans."""
     rng = np.random.default_rng(seed)
     exs, gts = [], []
     for i, t in enumerate(frames):
-        video = rng.integers(0, 255, (t, 56, 56, 3), dtype=np.uint8)
+        video = rng.integers(0, 255, (t, size, size, 3), dtype=np.uint8)
         exs.append(proc(video, np.arange(t) / 2.0, f"a red circle appears {i}"))
         if answers:
             full = proc(video, np.arange(t) / 2.0, f"a red circle appears {i}", answer=f"{i}.5 to {i + 1}.0")

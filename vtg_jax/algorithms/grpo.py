@@ -25,7 +25,7 @@ def grpo_config(c: Any) -> GRPOConfig:
                       aggregation=g.aggregation, kl=g.kl, beta=float(g.beta), beta_text=float(g.beta_text),
                       beta_time=float(g.beta_time), kl_clamp=optional_float(g.kl_clamp),
                       dual_clip=optional_float(g.dual_clip), ratio_level=g.ratio_level,
-                      temperature=float(c.rollout.temperature))
+                      temperature=float(c.rollout.temperature), shared_prefix=bool(g.shared_prefix))
 
 
 def uses_reference(c: Any) -> bool:

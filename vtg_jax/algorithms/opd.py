@@ -19,7 +19,8 @@ def opd_config(c: Any, default_aggregation: str = "token-mean") -> OPDConfig:
     """`train.opd.OPDConfig` of a run config's `opd` section (its aggregation "" = `default_aggregation`)."""
     o = c.opd
     return OPDConfig(gamma=float(o.gamma), eps_low=optional_float(o.eps_low), eps_high=optional_float(o.eps_high),
-                     aggregation=o.aggregation or default_aggregation, temperature=float(c.rollout.temperature))
+                     aggregation=o.aggregation or default_aggregation, temperature=float(c.rollout.temperature),
+                     shared_prefix=bool(o.shared_prefix))
 
 
 def make_step(config: Any, graphdef: Any, tx: Any, schedule: Callable, *, state_sharding: Any = None,

@@ -119,6 +119,28 @@ def first_undecodable(vr: Any, good: int, bad: int) -> int:
     return bad
 
 
+FIRST_FRAME_TRIES = 8
+
+
+def first_frame_shape(open_fresh: Any, vr: Any) -> tuple[tuple[int, int], Any]:
+    """((height, width) of frame 0, a reader to go on with). decord's decoder thread runs ahead of the
+    reads and keeps the first error it meets, failing every later read, frame 0's too: a file whose
+    late frames are corrupt can fail this first read by a race. Each retry opens a fresh reader
+    (`open_fresh()`), which restarts the race; a frame 0 that fails every time raises VideoError with
+    the decoder's error, readable."""
+    import decord
+
+    for _ in range(FIRST_FRAME_TRIES - 1):
+        try:
+            return tuple(int(x) for x in vr[0].shape[:2]), vr
+        except decord.DECORDError:
+            vr = open_fresh()
+    try:
+        return tuple(int(x) for x in vr[0].shape[:2]), vr
+    except decord.DECORDError as e:
+        raise VideoError(describe_decoder_error(e)) from e
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodedVideo:
     """A video's sampled frames, uint8 [T, H, W, 3] at the rule's size, and what a frame store records
@@ -166,7 +188,8 @@ def decode_video(path: str, family: str, sampling: SamplingConfig, *, window: Op
         if total <= 0:
             raise VideoError("zero-length video (no frames)")
         pts = np.asarray(vr.get_frame_timestamp(list(range(total))), np.float64)[:, 0]
-        h0, w0 = (int(x) for x in vr[0].shape[:2])  # one frame at source size: decord has no cheaper way
+        # One frame at source size: decord has no cheaper way to the frame size.
+        (h0, w0), vr = first_frame_shape(lambda: open_reader(readable, index), vr)
         # A file cut short: its own tables know the frames and seconds it had; decord sees only what is left.
         cut_short = index is not None and index.missing_samples and index.video is not None
         source_frames = max(total, len(index.video.sizes)) if cut_short else total
@@ -191,6 +214,8 @@ def decode_video(path: str, family: str, sampling: SamplingConfig, *, window: Op
                 # decord's decoder thread keeps an error and fails later reads too: fresh readers from here
                 decodable = first_undecodable(open_reader(readable, index), e.good, e.bad)
                 vr = open_reader(readable, index)
+                if decodable == 0:  # whatever min_decoded_fraction allows, there is nothing to sample
+                    raise VideoError(f"no frame decodes: {cause}")
     video_seconds = frames_duration(pts[:decodable], src_fps)
     return DecodedVideo(
         frames=frames, frame_indices=plan.indices, timestamps=plan.timestamps, sample_fps=plan.sample_fps,

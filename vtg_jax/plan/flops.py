@@ -74,9 +74,15 @@ def completions(cfg: QwenVLConfig, rows: int, prompt_tokens: int, new_tokens: in
 
 
 def train_step(cfg: QwenVLConfig, prompts: int, rows: int, prompt_tokens: int, new_tokens: int, vision: float,
-               frozen_vision: bool) -> float:
+               frozen_vision: bool, shared_prefix: bool = False) -> float:
     """One update on `rows` completions of `prompts` prompts: the text stack over prompt + completion of
-    every row (forward + backward), logits on the completions, the tower once per prompt."""
-    seq = prompt_tokens + new_tokens
-    text = rows * text_forward(cfg.text, seq, causal_pairs(seq), new_tokens)
+    every row (forward + backward), logits on the completions, the tower once per prompt. With
+    `shared_prefix` (the shared-prefix update) the prompt's text stack runs once per prompt and each row
+    only its completion, attending to the prompt."""
+    if shared_prefix:
+        text = (prompts * text_forward(cfg.text, prompt_tokens, causal_pairs(prompt_tokens), 0)
+                + completions(cfg, rows, prompt_tokens, new_tokens))
+    else:
+        seq = prompt_tokens + new_tokens
+        text = rows * text_forward(cfg.text, seq, causal_pairs(seq), new_tokens)
     return 3 * text + prompts * vision * (1 if frozen_vision else 3)

@@ -300,12 +300,18 @@ def _train_program(run: AbstractRun) -> Program:
             return step.jitted.lower(*args)
 
     vision = model_flops.vision_forward(run.cfg, geo.groups, geo.grid_h, geo.grid_w)
+    shared = any(bool(c[s].shared_prefix) for s in ("grpo", "opd") if s in c)
     flops = model_flops.train_step(run.cfg, batch, batch * rows, geo.prompt_tokens, new, vision,
-                                   bool(c.model.freeze_vision))
+                                   bool(c.model.freeze_vision), shared)
     seq = geo.prompt_tokens + new
     kernel = 0.0
     if run.kernel_attention(c.model):
-        kernel = (3 * batch * rows * model_flops.text_attention(run.cfg.text, model_flops.causal_pairs(seq))
+        # The kernel runs the text self-attention: every row's prompt + completion, or (shared prefix) the
+        # prompts alone; the completions' attention to the prompt is XLA's, counted by cost_analysis.
+        text_kernel = (batch * model_flops.text_attention(run.cfg.text, model_flops.causal_pairs(geo.prompt_tokens))
+                       if shared else
+                       batch * rows * model_flops.text_attention(run.cfg.text, model_flops.causal_pairs(seq)))
+        kernel = (3 * text_kernel
                   + batch * (1 if c.model.freeze_vision else 3)
                   * model_flops.vision_full_attention(run.cfg, geo.groups, geo.grid_h, geo.grid_w))
     if teacher is not None:  # OP-FKD's teacher forward over the same sequences, inside the step

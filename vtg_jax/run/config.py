@@ -145,9 +145,10 @@ SECTIONS = {  # name -> its defaults (a fresh ConfigDict each call)
     "reward": lambda: "iou_only",
     "grpo": lambda: _section(eps_low=_off(0.2, float), eps_high=_off(0.2, float), aggregation="token-mean",
                              kl="none", beta=0.0, beta_text=0.04, beta_time=0.0, kl_clamp=_off(None, float),
-                             dual_clip=_off(None, float), ratio_level="token", adv_std="biased"),
+                             dual_clip=_off(None, float), ratio_level="token", adv_std="biased",
+                             shared_prefix=False),  # the update runs each prompt once (train/rl_batch.py)
     "opd": lambda: _section(gamma=0.0, aggregation="token-mean", eps_low=_off(None, float),
-                            eps_high=_off(None, float)),
+                            eps_high=_off(None, float), shared_prefix=False),
     "fkd": lambda: _section(aggregation="seq-mean-token-sum", top_k=_off(None, int), topk_mode="renormalized"),
     "tempsamp": lambda: _section(  # TempSamp-R1 §3.2 eqs. 2-4 (rl.tempsamp_advantages)
         mode="shaping", downscale=0.8, lam_off=1.2, tau=0.8, alpha1=0.01, alpha2=1.0),

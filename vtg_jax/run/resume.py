@@ -11,13 +11,15 @@ from vtg_jax.run.config import COMMON_SECTIONS, COMPUTE_KEYS, OFF, SECTIONS, sec
 
 # What a resumed run may change without --config.resume_changed_config: how long it runs, how it logs,
 # evaluates, checkpoints, lays out devices and reads data, and how the models compute (remat, attention
-# kernel) — never what it learns from or how (optimizer, data, rewards, losses, seed, models). Note:
+# kernel, the shared-prefix update's layout: same loss and gradients) — never what it learns from or how
+# (optimizer, data, rewards, losses, seed, models). Note:
 # `steps` is also the length of the learning-rate schedule, which is recomputed for the new total.
 # `random_init` only permits what a preset without init_from does anyway (the weights are restored).
 RESUMABLE_CHANGES = ("steps", "resume_changed_config", "log.*", "eval.*", "checkpoint.*", "mesh.*", "plan.*",
                      "distributed.*", "data.read_threads", "data.worker_count", "model.remat",
                      "model.attention_impl", "model.random_init", "teacher.remat", "teacher.attention_impl",
-                     "teacher.random_init", "reference.remat", "reference.attention_impl")
+                     "teacher.random_init", "reference.remat", "reference.attention_impl", "grpo.shared_prefix",
+                     "opd.shared_prefix")
 # The teacher as build_model computed it before its section had these keys.
 _OLD_TEACHER = (("random_init", False), ("param_dtype", "float32"), ("remat", "none"), ("attention_impl", "auto"),
                 ("rope_index_rule", "original"))
@@ -40,8 +42,8 @@ def upgrade_saved_config(saved: dict) -> dict:
     * the sections its algorithm does not have are dropped (every config held every section before);
     * the keys added since hold what that code did without them: no `random_init` (a preset was
       random-initialised), a teacher computing as build_model's old defaults (float32 parameters, no remat,
-      attention "auto", the original rope rule), and a GRPO reference computing as `model` (it was built
-      from that section);
+      attention "auto", the original rope rule), a GRPO reference computing as `model` (it was built
+      from that section), and the update repeating each prompt in its G rows (no `shared_prefix`);
     * a knob of `run.config.OFF` saved as 0 (which meant off) is None.
     Keys present are kept otherwise."""
     out = copy.deepcopy(saved)
@@ -55,6 +57,9 @@ def upgrade_saved_config(saved: dict) -> dict:
     if "teacher" in kept:
         for key, old_default in _OLD_TEACHER:
             out["teacher"].setdefault(key, old_default)
+    for section in ("grpo", "opd"):
+        if isinstance(out.get(section), dict):
+            out[section].setdefault("shared_prefix", False)
     for key in OFF:
         section, leaf = key.split(".")
         values = out.get(section) if section in kept else None

@@ -57,6 +57,7 @@ class GRPOConfig:
     temperature: float = 1.0  # the sampling temperature: the ratio must use the sampler's distribution
     max_len: Optional[int] = None
     chunk_size: Optional[int] = None
+    shared_prefix: bool = False  # one text-stack pass per prompt for its G rows (train/rl_batch.py)
 
     def __post_init__(self):
         if self.kl not in KL_MODES:
@@ -69,7 +70,7 @@ def grpo_loss(cfg: GRPOConfig, model: nnx.Module, mb: RLBatch, time_mask: Option
               ) -> tuple[jax.Array, tuple[jax.Array, jax.Array, Metrics]]:
     """(loss_sum, (count, tokens, metrics)) of one micro-batch (the contract of `update.accumulate_grads`)."""
     mask = mb.completion_mask
-    logp, _ = completion_logprobs(model, mb, cfg.temperature, cfg.chunk_size)
+    logp, _ = completion_logprobs(model, mb, cfg.temperature, cfg.chunk_size, cfg.shared_prefix)
     # Off-policy (ground-truth) rows: pi_old := sg(pi_theta), ratio 1 (module docstring).
     old = jnp.where(mb.off_policy[:, None], jax.lax.stop_gradient(logp), mb.old_logp)
     kl, coef, kl_metric = None, 0.0, None

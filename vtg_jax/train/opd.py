@@ -47,6 +47,7 @@ class OPDConfig:
     temperature: float = 1.0
     max_len: Optional[int] = None
     chunk_size: Optional[int] = None
+    shared_prefix: bool = False  # one text-stack pass per prompt for its G rows (train/rl_batch.py)
 
     def __post_init__(self):
         if self.aggregation not in AGGREGATIONS:
@@ -57,7 +58,7 @@ def opd_micro_loss(cfg: OPDConfig, model: nnx.Module, mb: RLBatch, old_from_poli
                    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array, Metrics]]:
     """(loss_sum, (count, tokens, metrics)) of one micro-batch; `old_from_policy` is OP-RKD's pi_old."""
     mask = mb.completion_mask
-    logp, _ = completion_logprobs(model, mb, cfg.temperature, cfg.chunk_size)
+    logp, _ = completion_logprobs(model, mb, cfg.temperature, cfg.chunk_size, cfg.shared_prefix)
     old = jax.lax.stop_gradient(logp) if old_from_policy else mb.old_logp
     loss, m = opd_loss(logp, old, mb.teacher_logp, mask, gamma=cfg.gamma, eps_low=cfg.eps_low,
                        eps_high=cfg.eps_high, aggregation=cfg.aggregation, max_len=cfg.max_len)

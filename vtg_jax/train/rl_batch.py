@@ -14,6 +14,17 @@ them through a KV cache inside the backward pass is left for later).
 Why logits only over the completion: the lm_head (vocabulary-sized) runs on the N completion
 positions only (hidden states P−1 … P+N−2 predict completion tokens 0 … N−1), not on the P prompt
 positions.
+
+The shared-prefix update (`shared_prefix=True`, config `grpo.shared_prefix` / `opd.shared_prefix`): the
+text stack runs ONCE per prompt as well. Causal attention means a prompt position never sees the
+completions, so its hidden states, keys and values are the same in all G rows; the prompt is run alone
+(b rows, its keys and values kept per layer), then the G completions of each prompt attend to that
+prompt's keys and values (read once, `attention.shared_prefix_attention`) and to their own causal
+prefix, with gradients flowing back into the prompt through its keys and values. Same loss and
+gradients as the repeated layout (to float rounding; tested), but the prompt's activations (the video
+tokens: thousands per prompt, against hundreds of completion tokens) are held and recomputed once per
+prompt instead of G times. The prefix attention takes XLA's partial softmax ([G·N query rows, P keys]
+scores per kv head and layer), not the splash kernel, whose log-sum-exp output has no gradient.
 """
 from __future__ import annotations
 
@@ -26,6 +37,7 @@ from flax import nnx, struct
 from jax.sharding import PartitionSpec
 
 from vtg_jax.losses import masked_mean, token_logprobs
+from vtg_jax.models.qwen_vl.text import LayerKV, SharedPrefixKV, logical_constraint
 
 Metrics = dict[str, jax.Array]
 Array = Any  # np.ndarray on the host, jax.Array (or a ShapeDtypeStruct in the plan) in the step
@@ -97,8 +109,11 @@ def require_fields(batch: Any, fields: Sequence[str], objective: str) -> None:
                          f"{', '.join(f'{f}=...' for f in missing)} to build_rl_batch")
 
 
-def completion_logits(model: nnx.Module, mb: RLBatch) -> jax.Array:
-    """Logits [R, N, V] at the positions that predict each completion token, for one micro-batch."""
+def completion_logits(model: nnx.Module, mb: RLBatch, shared_prefix: bool = False) -> jax.Array:
+    """Logits [R, N, V] at the positions that predict each completion token, for one micro-batch; with
+    `shared_prefix` the prompt's text stack runs once for its G rows (module docstring)."""
+    if shared_prefix:
+        return _shared_prefix_logits(model, mb)
     ids, pmask = mb.prompt_ids, mb.prompt_mask
     comp, cmask = mb.completions, mb.completion_mask
     b, plen = ids.shape
@@ -119,10 +134,47 @@ def completion_logits(model: nnx.Module, mb: RLBatch) -> jax.Array:
     return model.logits(hidden).astype(jnp.float32)
 
 
+def _shared_prefix_logits(model: nnx.Module, mb: RLBatch) -> jax.Array:
+    """`completion_logits` with one text-stack pass per prompt (module docstring)."""
+    tcfg = model.cfg.text
+    ids, pmask = mb.prompt_ids, mb.prompt_mask
+    comp, cmask = mb.completions, mb.completion_mask
+    b, plen = ids.shape
+    rows, n = comp.shape
+    if rows % b:
+        raise ValueError(f"{rows} completion rows are not a whole number of completions per {b} prompts")
+    g = rows // b
+    prompt_emb, deepstack = model.embed(ids, None, mb.pixel_values_videos, mb.vision_inputs)
+    kv_names, shared_names = ("batch", "length", "kv_heads", "head_dim"), ("batch", "kv_heads", "length", "head_dim")
+
+    def zeros(shape: tuple[int, ...], names: tuple[str, ...]) -> jax.Array:
+        return logical_constraint(jnp.zeros(shape, prompt_emb.dtype), names)
+
+    # 1. The prompts alone (b rows), keeping each layer's keys and values.
+    pshape = (b, plen, tcfg.num_key_value_heads, tcfg.head_dim)
+    empty = [LayerKV(zeros(pshape, kv_names), zeros(pshape, kv_names)) for _ in range(tcfg.num_hidden_layers)]
+    out = model.language_model(prompt_emb, mb.prompt_pos, attention_mask=pmask, deepstack=deepstack,
+                               cache=empty, cache_index=0, differentiable=True)
+    # 2. The G completions of each prompt against its keys and values (kv-head-major, read once).
+    sshape = (rows, tcfg.num_key_value_heads, n, tcfg.head_dim)
+    cache = [SharedPrefixKV(logical_constraint(kv.k.transpose(0, 2, 1, 3), shared_names),
+                            logical_constraint(kv.v.transpose(0, 2, 1, 3), shared_names),
+                            zeros(sshape, shared_names), zeros(sshape, shared_names)) for kv in out["cache"]]
+    mask = jnp.concatenate([jnp.repeat(pmask, g, axis=0), cmask], axis=1).astype(jnp.int32)
+    comp_emb = model.language_model.embed_tokens(comp).astype(prompt_emb.dtype)
+    comp_out = model.language_model(comp_emb, mb.completion_pos, attention_mask=mask, cache=cache,
+                                    cache_index=plen, differentiable=True)
+    # Token 0 is predicted by the prompt's last position, token k > 0 by completion position k - 1.
+    last = jnp.repeat(out["last_hidden_state"][:, -1:], g, axis=0)
+    hidden = jnp.concatenate([last, comp_out["last_hidden_state"][:, :n - 1]], axis=1)
+    return model.logits(hidden).astype(jnp.float32)
+
+
 def completion_logprobs(model: nnx.Module, mb: RLBatch, temperature: float = 1.0,
-                        chunk_size: Optional[int] = None) -> tuple[jax.Array, jax.Array]:
+                        chunk_size: Optional[int] = None, shared_prefix: bool = False
+                        ) -> tuple[jax.Array, jax.Array]:
     """(log softmax(logits / T)[token] [R, N], logits [R, N, V]) of the micro-batch's completions."""
-    logits = completion_logits(model, mb)
+    logits = completion_logits(model, mb, shared_prefix)
     return token_logprobs(logits, mb.completions, temperature, chunk_size), logits
 
 

@@ -229,7 +229,7 @@ def _partial(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None):
 def shared_prefix_attention(
     q: jax.Array, prefix_k: jax.Array, prefix_v: jax.Array, k: jax.Array, v: jax.Array, *, scale: float,
     prefix_mask: jax.Array | None = None, key_mask: jax.Array | None = None, q_offset: jax.Array | int = 0,
-    impl: str = "auto",
+    impl: str = "auto", differentiable: bool = False,
 ) -> jax.Array:
     """Attention output [R, T, N, hd] (q's dtype) of q [R, T, N, hd] over a shared prefix + own suffix.
 
@@ -242,7 +242,9 @@ def shared_prefix_attention(
     The prefix part runs in the splash kernel (`fused_attention.splash_prefix_partial`, memory linear in
     P) for impl "splash", and for "auto" on TPU when both the stacked rows and the prefix reach
     SPLASH_MIN_KEYS (teacher-forced scoring of whole completions); else in XLA (a decode step's few rows
-    make a [rows, P] score matrix, linear in P already).
+    make a [rows, P] score matrix, linear in P already). `differentiable=True` (the shared-prefix update)
+    always takes XLA's partial softmax for the prefix: splash's log-sum-exp output, which the exact merge
+    needs, has no gradient in jax's kernel.
     """
     r, t, n, hd = q.shape
     b, nk = prefix_k.shape[0], prefix_k.shape[1]
@@ -254,7 +256,7 @@ def shared_prefix_attention(
     # Prefix: rows (g, gq, t) of prompt b against its single prefix copy.
     qp = qs.transpose(0, 3, 1, 4, 2, 5).reshape(b, nk, g * gq * t, hd)
     rows, plen = g * gq * t, prefix_k.shape[2]
-    if impl == "splash" or (resolve_impl(impl, dtype=q.dtype, keys=min(rows, plen)) == "splash"):
+    if not differentiable and (impl == "splash" or resolve_impl(impl, dtype=q.dtype, keys=min(rows, plen)) == "splash"):
         m1, l1, o1 = splash_prefix_partial(qp, prefix_k, prefix_v, prefix_mask)
     else:
         pmask = None if prefix_mask is None else jnp.asarray(prefix_mask).astype(bool)[:, None, None, :]

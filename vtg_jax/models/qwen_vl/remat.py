@@ -36,15 +36,16 @@ def check_remat(remat: str) -> None:
         raise ValueError(f"unknown remat policy {remat!r}; choose 'none' or one of {sorted(REMAT_POLICIES)}")
 
 
-def checkpointed(layer: nnx.Module, remat: str) -> Callable[..., Any]:
-    """`layer.__call__` under the named checkpoint policy ("none": the layer itself)."""
+def checkpointed(layer: nnx.Module, remat: str, **static: Any) -> Callable[..., Any]:
+    """`layer.__call__` under the named checkpoint policy ("none": the layer itself). `static` keyword
+    arguments are bound as Python values, not traced (e.g. a cache index that must stay an int)."""
     check_remat(remat)
     if remat == "none":
-        return layer
+        return (lambda *args: layer(*args, **static)) if static else layer
     graphdef, state = nnx.split(layer)
 
     def pure(state: nnx.State, *args: Any) -> Any:
-        return nnx.merge(graphdef, state)(*args)
+        return nnx.merge(graphdef, state)(*args, **static)
 
     recomputed = jax.checkpoint(pure, policy=REMAT_POLICIES[remat])
     return lambda *args: recomputed(state, *args)

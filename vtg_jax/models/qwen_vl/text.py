@@ -114,7 +114,7 @@ class SharedPrefixKV:
     v: jax.Array
 
 
-def _shared_prefix_step(q, k, v, kv: SharedPrefixKV, key_mask, cache_index, scale, impl):
+def _shared_prefix_step(q, k, v, kv: SharedPrefixKV, key_mask, cache_index, scale, impl, differentiable):
     """Write k / v at suffix slot `cache_index - P` and attend over the shared prefix + own suffix."""
     b, plen = kv.prefix_k.shape[0], kv.prefix_k.shape[2]
     start = (0, 0, cache_index - plen, 0)
@@ -129,7 +129,7 @@ def _shared_prefix_step(q, k, v, kv: SharedPrefixKV, key_mask, cache_index, scal
     dt = q.dtype
     out = shared_prefix_attention(q, kv.prefix_k.astype(dt), kv.prefix_v.astype(dt), kv.k.astype(dt),
                                   kv.v.astype(dt), scale=scale, prefix_mask=prefix_mask, key_mask=suffix_mask,
-                                  q_offset=cache_index - plen, impl=impl)
+                                  q_offset=cache_index - plen, impl=impl, differentiable=differentiable)
     return out, kv
 
 
@@ -156,9 +156,11 @@ class Attention(nnx.Module):
     def __call__(
         self, x: jax.Array, cos: jax.Array, sin: jax.Array, key_mask: jax.Array | None,
         kv: LayerKV | SharedPrefixKV | None = None, cache_index: jax.Array | int | None = None,
+        differentiable: bool = False,
     ) -> tuple[jax.Array, LayerKV | SharedPrefixKV | None]:
         """key_mask [B, K] (True = a real token; None = all real), K = T or the cache length; the
-        causal rule is `key <= cache_index + query` (cache_index 0 without a cache)."""
+        causal rule is `key <= cache_index + query` (cache_index 0 without a cache). `differentiable`:
+        a shared-prefix cache is attended by a kernel with gradients (the shared-prefix update)."""
         cfg = self.cfg
         b, s, _ = x.shape
         q = self.q_proj(x).reshape(b, s, cfg.num_attention_heads, cfg.head_dim)
@@ -170,7 +172,8 @@ class Attention(nnx.Module):
         q = logical_constraint(q, ("batch", "length", "heads", "head_dim"))
         k = logical_constraint(k, ("batch", "length", "kv_heads", "head_dim"))
         if isinstance(kv, SharedPrefixKV):
-            out, kv = _shared_prefix_step(q, k, v, kv, key_mask, cache_index, cfg.head_dim**-0.5, self.attention_impl)
+            out, kv = _shared_prefix_step(q, k, v, kv, key_mask, cache_index, cfg.head_dim**-0.5, self.attention_impl,
+                                          differentiable)
             return self.o_proj(out.reshape(b, s, -1)), kv
         if kv is not None:  # Write the new tokens into the cache buffers, attend over all slots.
             start = (0, cache_index, 0, 0)
@@ -211,8 +214,9 @@ class DecoderLayer(nnx.Module):
     def __call__(
         self, h: jax.Array, cos: jax.Array, sin: jax.Array, key_mask: jax.Array | None,
         kv: LayerKV | SharedPrefixKV | None = None, cache_index: jax.Array | int | None = None,
+        differentiable: bool = False,
     ) -> tuple[jax.Array, LayerKV | SharedPrefixKV | None]:
-        a, kv = self.self_attn(self.input_layernorm(h), cos, sin, key_mask, kv, cache_index)
+        a, kv = self.self_attn(self.input_layernorm(h), cos, sin, key_mask, kv, cache_index, differentiable)
         h = h + a
         h = h + self.mlp(self.post_attention_layernorm(h))
         return logical_constraint(h, ("batch", "length", "embed")), kv
@@ -263,6 +267,7 @@ class TextModel(nnx.Module):
         output_hidden_states: bool = False,
         cache: list[LayerKV] | list[SharedPrefixKV] | None = None,
         cache_index: jax.Array | int = 0,
+        differentiable: bool = False,
     ) -> dict[str, Any]:
         """inputs_embeds [B, T, D]; position_ids [3, B, T]; attention_mask [B, K] (K = T, or the cache
         length P + N when `cache` is given); deepstack: per-layer [B, T, D] additions, zero outside visual
@@ -271,6 +276,10 @@ class TextModel(nnx.Module):
         Returns {"last_hidden_state", "hidden_states" (if asked), "cache" (if given)}. hidden_states
         follows HF: (input of layer 0, output of layers 0..N-2 before any DeepStack addition, final
         normed state).
+
+        `differentiable=True` (the shared-prefix update, `train.rl_batch`): the pass is differentiated
+        through its cache, so the layers run under the model's remat policy with the cache (an int
+        `cache_index` stays static) and a shared-prefix cache is attended with gradients.
         """
         cfg = self.cfg
         h = logical_constraint(inputs_embeds.astype(self.dtype), ("batch", "length", "embed"))
@@ -280,7 +289,15 @@ class TextModel(nnx.Module):
         hidden = [h] if output_hidden_states else None
         new_cache = [] if cache is not None else None
         for i, layer in enumerate(self.layers):
-            if cache is not None:
+            if cache is not None and differentiable:
+                static = {"differentiable": True}
+                if isinstance(cache_index, int):
+                    static["cache_index"] = cache_index
+                    h, kv = checkpointed(layer, self.remat, **static)(h, cos, sin, key_mask, cache[i])
+                else:
+                    h, kv = checkpointed(layer, self.remat, **static)(h, cos, sin, key_mask, cache[i], cache_index)
+                new_cache.append(kv)
+            elif cache is not None:
                 h, kv = layer(h, cos, sin, key_mask, cache[i], cache_index)
                 new_cache.append(kv)
             else:
