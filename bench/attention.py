@@ -18,7 +18,6 @@ The values of ours and PyTorch's masked call are compared on the real rows.
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any, Callable
 
 import jax
@@ -27,19 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sampler import best_time  # noqa: E402 - bench/ is the script's directory
+
 from vtg_jax.models.qwen_vl.attention import attention
 
 DEVICE = "cuda"  # PyTorch's device
-
-
-def best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    out = fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
 
 
 def inputs(b: int, t: int, n: int, k: int, hd: int) -> tuple[list[np.ndarray], np.ndarray]:

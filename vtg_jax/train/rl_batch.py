@@ -109,18 +109,22 @@ def require_fields(batch: Any, fields: Sequence[str], objective: str) -> None:
                          f"{', '.join(f'{f}=...' for f in missing)} to build_rl_batch")
 
 
+def _micro_batch_dims(mb: RLBatch) -> tuple[int, int, int, int]:
+    """(prompts b, prompt length P, completion length N, completions per prompt G) of a micro-batch."""
+    b, plen = mb.prompt_ids.shape
+    rows, n = mb.completions.shape
+    if rows % b:
+        raise ValueError(f"{rows} completion rows are not a whole number of completions per {b} prompts")
+    return b, plen, n, rows // b
+
+
 def completion_logits(model: nnx.Module, mb: RLBatch, shared_prefix: bool = False) -> jax.Array:
     """Logits [R, N, V] at the positions that predict each completion token, for one micro-batch; with
     `shared_prefix` the prompt's text stack runs once for its G rows (module docstring)."""
     if shared_prefix:
         return _shared_prefix_logits(model, mb)
-    ids, pmask = mb.prompt_ids, mb.prompt_mask
-    comp, cmask = mb.completions, mb.completion_mask
-    b, plen = ids.shape
-    rows, n = comp.shape
-    if rows % b:
-        raise ValueError(f"{rows} completion rows are not a whole number of completions per {b} prompts")
-    g = rows // b
+    ids, pmask, comp, cmask = mb.prompt_ids, mb.prompt_mask, mb.completions, mb.completion_mask
+    b, plen, n, g = _micro_batch_dims(mb)
     rep = (lambda x: x) if g == 1 else (lambda x: jnp.repeat(x, g, axis=0))
     prompt_emb, deepstack = model.embed(ids, None, mb.pixel_values_videos, mb.vision_inputs)
     comp_emb = model.language_model.embed_tokens(comp).astype(prompt_emb.dtype)
@@ -137,13 +141,9 @@ def completion_logits(model: nnx.Module, mb: RLBatch, shared_prefix: bool = Fals
 def _shared_prefix_logits(model: nnx.Module, mb: RLBatch) -> jax.Array:
     """`completion_logits` with one text-stack pass per prompt (module docstring)."""
     tcfg = model.cfg.text
-    ids, pmask = mb.prompt_ids, mb.prompt_mask
-    comp, cmask = mb.completions, mb.completion_mask
-    b, plen = ids.shape
-    rows, n = comp.shape
-    if rows % b:
-        raise ValueError(f"{rows} completion rows are not a whole number of completions per {b} prompts")
-    g = rows // b
+    ids, pmask, comp, cmask = mb.prompt_ids, mb.prompt_mask, mb.completions, mb.completion_mask
+    b, plen, n, g = _micro_batch_dims(mb)
+    rows = b * g
     prompt_emb, deepstack = model.embed(ids, None, mb.pixel_values_videos, mb.vision_inputs)
     kv_names, shared_names = ("batch", "length", "kv_heads", "head_dim"), ("batch", "kv_heads", "length", "head_dim")
 
