@@ -76,3 +76,23 @@ def test_paper_recipe_takes_a_step_with_its_paper_knobs(tmp_path, cache, name, a
     assert metric in m, sorted(m)
     if name == "tempsamp":  # the ground-truth row's ratio is 1 by construction (TempSamp-R1 §3.2)
         assert m["rl/off_policy_ratio"] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name,arg,section", [("longvtg", "paper", "grpo"), ("opd", "paper", "opd")],
+                         ids=["longvtg:paper", "opd:paper"])
+def test_shared_prefix_update_with_the_paper_knobs(tmp_path, cache, name, arg, section):
+    """The shared-prefix update under the paper knobs (bfloat16 activations, remat, frozen tower; LongVTG-R1's
+    token-aware KL to a bfloat16 reference, Video-OPD's bfloat16 teacher): the step's loss equals the
+    repeated layout's (same rollouts: the sampler does not change) to bfloat16 precision."""
+    from vtg_jax.run.loop import train
+
+    losses = {}
+    for shared in (False, True):
+        c = paper_recipe_on_tiny_models(name, arg, cache)
+        with c.unlocked():
+            c[section].shared_prefix = shared
+        s = train(c, str(tmp_path / f"run_{shared}"))
+        m = s["last_metrics"]
+        assert s["finished"] and m["train/skipped_nonfinite_total"] == 0, m
+        losses[shared] = m["loss/total"]
+    assert np.isfinite(losses[True]) and losses[True] == pytest.approx(losses[False], rel=1e-2, abs=0)
