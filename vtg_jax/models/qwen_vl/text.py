@@ -290,12 +290,12 @@ class TextModel(nnx.Module):
         new_cache = [] if cache is not None else None
         for i, layer in enumerate(self.layers):
             if cache is not None and differentiable:
-                static = {"differentiable": True}
+                static, args = {"differentiable": True}, (h, cos, sin, key_mask, cache[i])
                 if isinstance(cache_index, int):
                     static["cache_index"] = cache_index
-                    h, kv = checkpointed(layer, self.remat, **static)(h, cos, sin, key_mask, cache[i])
                 else:
-                    h, kv = checkpointed(layer, self.remat, **static)(h, cos, sin, key_mask, cache[i], cache_index)
+                    args += (cache_index,)
+                h, kv = checkpointed(layer, self.remat, **static)(*args)
                 new_cache.append(kv)
             elif cache is not None:
                 h, kv = layer(h, cos, sin, key_mask, cache[i], cache_index)
