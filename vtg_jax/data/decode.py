@@ -130,15 +130,13 @@ def first_frame_shape(open_fresh: Any, vr: Any) -> tuple[tuple[int, int], Any]:
     the decoder's error, readable."""
     import decord
 
-    for _ in range(FIRST_FRAME_TRIES - 1):
+    for attempt in range(FIRST_FRAME_TRIES):
         try:
             return tuple(int(x) for x in vr[0].shape[:2]), vr
-        except decord.DECORDError:
+        except decord.DECORDError as e:
+            if attempt == FIRST_FRAME_TRIES - 1:
+                raise VideoError(describe_decoder_error(e)) from e
             vr = open_fresh()
-    try:
-        return tuple(int(x) for x in vr[0].shape[:2]), vr
-    except decord.DECORDError as e:
-        raise VideoError(describe_decoder_error(e)) from e
 
 
 @dataclasses.dataclass(frozen=True)

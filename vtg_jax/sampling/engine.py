@@ -33,11 +33,9 @@ from flax import nnx
 
 from vtg_jax.losses.logprobs import token_logprobs
 from vtg_jax.models.qwen_vl.model import QwenVL
-from vtg_jax.models.qwen_vl.text import LayerKV, SharedPrefixKV, logical_constraint
+from vtg_jax.models.qwen_vl.text import LayerKV, SharedPrefixKV, empty_cache, logical_constraint, shared_prefix_cache
 from vtg_jax.sampling.processing import row_keys, sample_step
 
-KV_NAMES = ("batch", "length", "kv_heads", "head_dim")  # LayerKV: token-major
-SHARED_KV_NAMES = ("batch", "kv_heads", "length", "head_dim")  # SharedPrefixKV: kv-head-major
 
 
 def _rows(x: jax.Array) -> jax.Array:
@@ -57,22 +55,10 @@ def _prefill(model: QwenVL, p: dict[str, Any], num_samples: int, cache_len: int)
     b, plen = ids.shape
     g = num_samples
     embeds, deepstack = model.embed(ids, p["pixel_values"], p["pixel_values_videos"], p["vision_inputs"])
-    pshape = (b, plen, tcfg.num_key_value_heads, tcfg.head_dim)
-    prefix = [LayerKV(logical_constraint(jnp.zeros(pshape, model.dtype), KV_NAMES),
-                      logical_constraint(jnp.zeros(pshape, model.dtype), KV_NAMES))
-              for _ in range(tcfg.num_hidden_layers)]
     out = model.language_model(embeds, p["position_ids"], attention_mask=p["attention_mask"],
-                               deepstack=deepstack, cache=prefix, cache_index=0)
+                               deepstack=deepstack, cache=empty_cache(tcfg, b, plen, model.dtype), cache_index=0)
     last_logits = model.logits(out["last_hidden_state"][:, -1:])[:, 0].astype(jnp.float32)
-    sshape = (b * g, tcfg.num_key_value_heads, cache_len - plen, tcfg.head_dim)
-
-    def heads_major(x: jax.Array) -> jax.Array:  # [B, P, kv, hd] -> [B, kv, P, hd], once per prompt
-        return logical_constraint(x.transpose(0, 2, 1, 3), SHARED_KV_NAMES)
-
-    cache = [SharedPrefixKV(heads_major(kv.k), heads_major(kv.v),
-                            logical_constraint(jnp.zeros(sshape, model.dtype), SHARED_KV_NAMES),
-                            logical_constraint(jnp.zeros(sshape, model.dtype), SHARED_KV_NAMES))
-             for kv in out["cache"]]
+    cache = shared_prefix_cache(out["cache"], b * g, cache_len - plen, model.dtype)
     # Suffix slots are "valid" from the start; causality hides them until written.
     mask = jnp.concatenate([p["attention_mask"], jnp.ones((b, cache_len - plen), jnp.int32)], axis=1)
     return {

@@ -37,7 +37,7 @@ from flax import nnx, struct
 from jax.sharding import PartitionSpec
 
 from vtg_jax.losses import masked_mean, token_logprobs
-from vtg_jax.models.qwen_vl.text import LayerKV, SharedPrefixKV, logical_constraint
+from vtg_jax.models.qwen_vl.text import empty_cache, shared_prefix_cache
 
 Metrics = dict[str, jax.Array]
 Array = Any  # np.ndarray on the host, jax.Array (or a ShapeDtypeStruct in the plan) in the step
@@ -143,23 +143,12 @@ def _shared_prefix_logits(model: nnx.Module, mb: RLBatch) -> jax.Array:
     tcfg = model.cfg.text
     ids, pmask, comp, cmask = mb.prompt_ids, mb.prompt_mask, mb.completions, mb.completion_mask
     b, plen, n, g = _micro_batch_dims(mb)
-    rows = b * g
     prompt_emb, deepstack = model.embed(ids, None, mb.pixel_values_videos, mb.vision_inputs)
-    kv_names, shared_names = ("batch", "length", "kv_heads", "head_dim"), ("batch", "kv_heads", "length", "head_dim")
-
-    def zeros(shape: tuple[int, ...], names: tuple[str, ...]) -> jax.Array:
-        return logical_constraint(jnp.zeros(shape, prompt_emb.dtype), names)
-
     # 1. The prompts alone (b rows), keeping each layer's keys and values.
-    pshape = (b, plen, tcfg.num_key_value_heads, tcfg.head_dim)
-    empty = [LayerKV(zeros(pshape, kv_names), zeros(pshape, kv_names)) for _ in range(tcfg.num_hidden_layers)]
     out = model.language_model(prompt_emb, mb.prompt_pos, attention_mask=pmask, deepstack=deepstack,
-                               cache=empty, cache_index=0, differentiable=True)
+                               cache=empty_cache(tcfg, b, plen, model.dtype), cache_index=0, differentiable=True)
     # 2. The G completions of each prompt against its keys and values (kv-head-major, read once).
-    sshape = (rows, tcfg.num_key_value_heads, n, tcfg.head_dim)
-    cache = [SharedPrefixKV(logical_constraint(kv.k.transpose(0, 2, 1, 3), shared_names),
-                            logical_constraint(kv.v.transpose(0, 2, 1, 3), shared_names),
-                            zeros(sshape, shared_names), zeros(sshape, shared_names)) for kv in out["cache"]]
+    cache = shared_prefix_cache(out["cache"], b * g, n, model.dtype)
     mask = jnp.concatenate([jnp.repeat(pmask, g, axis=0), cmask], axis=1).astype(jnp.int32)
     comp_emb = model.language_model.embed_tokens(comp).astype(prompt_emb.dtype)
     comp_out = model.language_model(comp_emb, mb.completion_pos, attention_mask=mask, cache=cache,

@@ -114,6 +114,32 @@ class SharedPrefixKV:
     v: jax.Array
 
 
+KV_NAMES = ("batch", "length", "kv_heads", "head_dim")  # LayerKV: token-major
+SHARED_KV_NAMES = ("batch", "kv_heads", "length", "head_dim")  # SharedPrefixKV: kv-head-major
+
+
+def empty_cache(cfg: TextConfig, batch: int, length: int, dtype: Any) -> list[LayerKV]:
+    """Zero `LayerKV` buffers of `length` slots for every layer (a prefill fills them)."""
+    shape = (batch, length, cfg.num_key_value_heads, cfg.head_dim)
+    return [LayerKV(logical_constraint(jnp.zeros(shape, dtype), KV_NAMES),
+                    logical_constraint(jnp.zeros(shape, dtype), KV_NAMES)) for _ in range(cfg.num_hidden_layers)]
+
+
+def shared_prefix_cache(prefix: Sequence[LayerKV], rows: int, suffix: int, dtype: Any) -> list[SharedPrefixKV]:
+    """Each layer's prefilled prompt keys / values (kv-head-major, once per prompt) shared by `rows` rows
+    (rows / prompts per prompt), each with `suffix` zero slots of its own."""
+    def heads_major(x: jax.Array) -> jax.Array:  # [B, P, kv, hd] -> [B, kv, P, hd], once per prompt
+        return logical_constraint(x.transpose(0, 2, 1, 3), SHARED_KV_NAMES)
+
+    out = []
+    for kv in prefix:
+        shape = (rows, kv.k.shape[2], suffix, kv.k.shape[3])
+        out.append(SharedPrefixKV(heads_major(kv.k), heads_major(kv.v),
+                                  logical_constraint(jnp.zeros(shape, dtype), SHARED_KV_NAMES),
+                                  logical_constraint(jnp.zeros(shape, dtype), SHARED_KV_NAMES)))
+    return out
+
+
 def _shared_prefix_step(q, k, v, kv: SharedPrefixKV, key_mask, cache_index, scale, impl, differentiable):
     """Write k / v at suffix slot `cache_index - P` and attend over the shared prefix + own suffix."""
     b, plen = kv.prefix_k.shape[0], kv.prefix_k.shape[2]
