@@ -19,9 +19,10 @@ WORKER = str(pathlib.Path(__file__).with_name("mp_sgd_worker.py"))
 
 
 def test_resolve_mesh_shape_fills_and_validates():
-    assert resolve_mesh_shape({"data": 2, "fsdp": -1, "tensor": 2}, 16) == (2, 4, 2)
-    assert resolve_mesh_shape({"fsdp": -1}, 8) == (1, 8, 1)
-    assert resolve_mesh_shape((1, 2, 4), 8) == (1, 2, 4)
+    assert resolve_mesh_shape({"data": 2, "fsdp": -1, "tensor": 2}, 16) == (2, 4, 1, 2)
+    assert resolve_mesh_shape({"fsdp": -1}, 8) == (1, 8, 1, 1)
+    assert resolve_mesh_shape({"fsdp": 2, "sequence": -1, "tensor": 2}, 16) == (1, 2, 4, 2)
+    assert resolve_mesh_shape((1, 2, 1, 4), 8) == (1, 2, 1, 4)
     with pytest.raises(ValueError, match="needs 4 devices but 8 are available"):
         resolve_mesh_shape({"data": 2, "fsdp": 2}, 8)
     with pytest.raises(ValueError, match="at most one mesh axis may be -1"):
@@ -36,9 +37,11 @@ def test_resolve_mesh_shape_fills_and_validates():
 
 def test_mesh_from_config_dict_and_configdict():
     mesh = mesh_from_config({"data": 2, "fsdp": -1, "tensor": 2})  # a run config's mesh section
-    assert mesh.axis_names == ("data", "fsdp", "tensor") and dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+    assert mesh.axis_names == ("data", "fsdp", "sequence", "tensor")
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "sequence": 1, "tensor": 2}
+    # A config saved before the sequence axis existed has no `sequence` key: it is 1.
     cfg = ml_collections.ConfigDict({"mesh": {"data": -1, "fsdp": 1, "tensor": 1}, "seed": 0})
-    assert dict(mesh_from_config(cfg.mesh).shape) == {"data": 8, "fsdp": 1, "tensor": 1}
+    assert dict(mesh_from_config(cfg.mesh).shape) == {"data": 8, "fsdp": 1, "sequence": 1, "tensor": 1}
     assert dict(mesh_from_config(cfg.mesh, devices=jax.devices()[:2]).shape)["data"] == 2
     with pytest.raises(ValueError, match="needs 16 devices but 8"):
         mesh_from_config({"data": 4, "fsdp": 4, "tensor": 1})

@@ -22,6 +22,12 @@ def test_logical_to_spec():
     assert logical_to_spec(("batch", "length", "embed"), DEFAULT_RULES, mesh) == P(("data", "fsdp"), None, None)
     assert logical_to_spec((None, "unknown"), DEFAULT_RULES, mesh) == P(None, None)
     assert logical_to_spec(("embed", "heads"), DEFAULT_RULES, mesh, shape=(3, 4)) == P(None, "tensor")
+    # The sequence axis splits activations' `length` (context parallelism), never parameters; at size 1
+    # it is left out of every spec.
+    cp = make_mesh(fsdp=2, sequence=2, tensor=2)
+    assert logical_to_spec(("batch", "length", "embed"), activation_rules(DEFAULT_RULES), cp) == P("fsdp", "sequence", None)
+    assert logical_to_spec(("embed", "mlp"), DEFAULT_RULES, cp) == P("fsdp", "tensor")
+    assert logical_to_spec(("batch", "length"), DEFAULT_RULES, make_mesh(data=8)) == P("data", None)
 
 
 def test_logical_to_mesh_sharding_places_a_module():

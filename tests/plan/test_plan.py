@@ -171,6 +171,31 @@ def test_plan_of_a_shared_prefix_grpo_update_on_cpu_devices():
     assert 0 < steps[True].model_flops < steps[False].model_flops
 
 
+def test_plan_of_an_update_split_along_the_sequence():
+    """Context parallelism in the planner: the tiny GRPO update with a long video (2,000-token prompts) on
+    fsdp 2 x sequence 4 (cpu:8) needs less temporary memory per chip than on fsdp 2 alone (cpu:2), the
+    same batch rows per chip, each chip holding a quarter of every sequence."""
+    from vtg_jax.plan.planner import plan
+
+    c = load_recipe("grpo")
+    with c.unlocked():
+        c.model.preset, c.model.init_from = "qwen2.5-vl-tiny", ""
+        c.batch_size, c.micro_batches = 2, 1
+        c.rollout.num_samples = 2
+        c.plan.video_seconds = 240.0
+        c.mesh.data, c.mesh.fsdp = 1, 2
+    temps = {}
+    for sequence, chips in ((1, 2), (4, 8)):
+        with c.unlocked():
+            c.mesh.sequence = sequence
+        report = plan(c, parse_target(f"cpu:{chips}"), only=("train_step",), log=lambda m: None)
+        assert report.mesh["sequence"] == sequence and report.geometry["prompt_tokens"] > 2000
+        step = report.programs[0]
+        assert not step.error and step.model_flops > 0
+        temps[sequence] = step.temp_bytes
+    assert temps[4] < 0.6 * temps[1], temps
+
+
 def test_plan_of_the_tiny_sft_recipe_on_eight_cpu_devices():
     """Every program compiles on cpu:8 with its memory and cost; a chip with too little HBM makes each
     program that exceeds it a named refusal with its shortfall (the CLI exits 1 on those)."""
@@ -181,7 +206,7 @@ def test_plan_of_the_tiny_sft_recipe_on_eight_cpu_devices():
     report = plan(config, parse_target("cpu:8"), log=lambda m: None)
     names = [p.name for p in report.programs]
     assert names == ["train_step", "eval_prefill", "eval_decode"]
-    assert report.mesh == {"data": 1, "fsdp": 8, "tensor": 1}
+    assert report.mesh == {"data": 1, "fsdp": 8, "sequence": 1, "tensor": 1}
     train = report.programs[0]
     assert train.calls == 2 and train.temp_bytes > 0 and train.flops > 0 and train.model_flops > 0
     # resident during the eval decode: the optimizer state it does not take as an argument

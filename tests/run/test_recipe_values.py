@@ -23,7 +23,7 @@ def _flat(c) -> dict:
 
 
 # keys added since the snapshot, with the value that keeps what the code did then
-ADDED = {"grpo.shared_prefix": False, "opd.shared_prefix": False}
+ADDED = {"grpo.shared_prefix": False, "opd.shared_prefix": False, "mesh.sequence": 1}
 
 
 def _kept(before: dict, prefix: str = "") -> dict:

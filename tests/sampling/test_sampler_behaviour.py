@@ -187,6 +187,26 @@ def test_vision_shards_prefill_matches_one_packing(model, shared):
                      inputs["video_grid_thw"], 3)
 
 
+def test_sampling_on_a_sequence_mesh_equals_one_device(model):
+    """Context parallelism in the sampler (fsdp 2 x sequence 2 x tensor 2): the prefill's activations and
+    the KV cache split along the sequence; the same tokens, log-probs and teacher-forced scores as one
+    device."""
+    from vtg_jax.sampling import score
+
+    b = H.Builder("qwen3_vl", seed=6)
+    inputs = H.batch([H.concat(b.text(4), b.video(4, 4, 4), b.text(3)), H.concat(b.text(5), b.video(6, 4, 4), b.text(2))])
+    ref = generate(model, inputs, num_samples=2, **KW)
+    mesh = make_mesh(fsdp=2, sequence=2, tensor=2)
+    sharded = nnx.clone(model)
+    shard_model(sharded, mesh)
+    out = generate(sharded, inputs, num_samples=2, mesh=mesh, **KW)
+    np.testing.assert_array_equal(out["tokens"], ref["tokens"])
+    np.testing.assert_allclose(out["logprobs"], ref["logprobs"], atol=1e-5)
+    mask = (np.arange(N) < ref["lengths"][..., None]).astype(np.int32)
+    np.testing.assert_allclose(score(sharded, inputs, ref["tokens"], mask, mesh=mesh),
+                               np.where(mask != 0, ref["logprobs"], 0.0), atol=1e-4)
+
+
 def test_process_local_sampling_equals_gathered(model):
     """`process_local=True` (per-host input: the prompts are this process's rows of a global batch,
     assembled with `host_local_to_global`, results handed back without a gather) draws the same tokens and

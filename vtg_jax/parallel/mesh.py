@@ -1,4 +1,5 @@
-"""Mesh construction from a run config's `mesh` section: `data`, `fsdp`, `tensor` (-1 = the rest).
+"""Mesh construction from a run config's `mesh` section: `data`, `fsdp`, `sequence`, `tensor` (-1 = the
+rest; a missing axis is 1).
 
 A run config names the parallelism it wants, not device ids, so the same config file runs on one
 CPU, an 8-GPU node or a v5p-128 slice: one axis is left at -1 and takes whatever devices remain.
@@ -13,13 +14,11 @@ from typing import Any, Mapping, Sequence
 import jax
 from jax.sharding import Mesh
 
-from vtg_jax.parallel.rules import make_mesh
-
-MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
+from vtg_jax.parallel.rules import MESH_AXES, make_mesh
 
 
 def resolve_mesh_shape(sizes: Mapping[str, int] | Sequence[int], num_devices: int) -> tuple[int, ...]:
-    """(data, fsdp, tensor) with at most one -1 filled so that the product is `num_devices`.
+    """(data, fsdp, sequence, tensor) with at most one -1 filled so that the product is `num_devices`.
 
     Pure (no devices touched) so the arithmetic and its error messages are unit-testable.
     Missing axes default to 1.
@@ -52,11 +51,11 @@ def resolve_mesh_shape(sizes: Mapping[str, int] | Sequence[int], num_devices: in
 
 
 def mesh_from_config(section: Mapping[str, int], devices: Sequence[Any] | None = None) -> Mesh:
-    """A (data, fsdp, tensor) mesh over all devices (every process's) as a run config's `mesh` section
+    """A (data, fsdp, sequence, tensor) mesh over all devices (every process's) as a run config's `mesh` section
     (ConfigDict or dict) asks; the product of the sizes must equal the number of devices (all of
     `jax.devices()` unless `devices` is given), since an idle accelerator on a pod is almost always a
     config mistake.
     """
     devices = list(devices if devices is not None else jax.devices())
-    data, fsdp, tensor = resolve_mesh_shape({k: section[k] for k in section.keys()}, len(devices))
-    return make_mesh(data=data, fsdp=fsdp, tensor=tensor, devices=devices)
+    data, fsdp, sequence, tensor = resolve_mesh_shape({k: section[k] for k in section.keys()}, len(devices))
+    return make_mesh(data=data, fsdp=fsdp, sequence=sequence, tensor=tensor, devices=devices)

@@ -1,7 +1,14 @@
 """Logical axis rules: from the names every parameter / activation carries to mesh axes.
 
 Mesh axes are `data` (pure data parallelism), `fsdp` (data parallelism with parameters sharded along
-`embed`, ZeRO-3 style) and `tensor` (Megatron-style: heads / MLP columns / vocabulary).
+`embed`, ZeRO-3 style), `sequence` (context parallelism: every activation's `length` axis is split, so a
+prompt too long for one chip's memory, such as LongVTG-R1's 100k-token videos, spreads over several;
+attention gathers the keys / values, `models/qwen_vl/fused_attention.py`) and `tensor` (Megatron-style:
+heads / MLP columns / vocabulary). Parameters are not split over `sequence`: those chips hold the same
+`fsdp` shard.
+
+A mesh axis of size 1 splits nothing and is left out of every PartitionSpec, so a mesh that has the
+axis at size 1 gives the same specs as one without it.
 
 Parameters and activations share logical names, but a PartitionSpec may use each mesh axis only once.
 Activations are sharded along `batch` over (data, fsdp), so their `embed` dim must not also take `fsdp`:
@@ -17,14 +24,16 @@ from typing import Any, Iterator, Sequence
 
 import jax
 from flax import nnx
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MeshAxes = str | tuple[str, ...] | None
+MESH_AXES: tuple[str, ...] = ("data", "fsdp", "sequence", "tensor")  # outermost to innermost
 Rules = tuple[tuple[str, MeshAxes], ...]
 
 DEFAULT_RULES: Rules = (
     ("batch", ("data", "fsdp")),
-    ("length", None),
+    ("length", "sequence"),
     ("embed", "fsdp"),
     ("heads", "tensor"),
     ("kv_heads", "tensor"),
@@ -70,7 +79,7 @@ def logical_to_spec(names: Sequence[str | None] | None, rules: Rules, mesh: Mesh
     spec = []
     for i, name in enumerate(names):
         axes = tuple(a for a in _as_tuple(table.get(name) if name else None)
-                     if a in mesh.axis_names and a not in used)
+                     if a in mesh.axis_names and a not in used and mesh.shape[a] > 1)
         if shape is not None and axes and shape[i] % math.prod(mesh.shape[a] for a in axes):
             axes = ()
         used.update(axes)
@@ -121,12 +130,19 @@ def sharded_call(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[None]:
         yield
 
 
-def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
-    """A (data, fsdp, tensor) mesh over the first data*fsdp*tensor devices, all axes Auto (GSPMD
-    propagates shardings from the parameters, inputs and `logical_constraint`s)."""
-    n = data * fsdp * tensor
+def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, devices: Sequence[Any] | None = None,
+              sequence: int = 1) -> Mesh:
+    """A (data, fsdp, sequence, tensor) mesh over the first data*fsdp*sequence*tensor devices, all axes
+    Auto (GSPMD propagates shardings from the parameters, inputs and `logical_constraint`s)."""
+    n = data * fsdp * sequence * tensor
     devices = list(devices if devices is not None else jax.devices())
     if len(devices) < n:
-        raise ValueError(f"mesh {data}x{fsdp}x{tensor} needs {n} devices, have {len(devices)}")
-    return jax.make_mesh((data, fsdp, tensor), ("data", "fsdp", "tensor"),
-                         axis_types=(AxisType.Auto,) * 3, devices=devices[:n])
+        raise ValueError(f"mesh {data}x{fsdp}x{sequence}x{tensor} needs {n} devices, have {len(devices)}")
+    shape, types = (data, fsdp, sequence, tensor), (AxisType.Auto,) * 4
+    try:
+        return jax.make_mesh(shape, MESH_AXES, axis_types=types, devices=devices[:n])
+    except NotImplementedError:
+        # A TPU torus whose physical axes no product of the mesh axes matches (e.g. 8 x 2 x 4 on a 4x4x4
+        # v5p-128): jax's own assignment, allowed to split a physical axis between two mesh axes.
+        grid = mesh_utils.create_device_mesh(shape, devices[:n], allow_split_physical_axes=True)
+        return Mesh(grid, MESH_AXES, axis_types=types)

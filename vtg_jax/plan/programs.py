@@ -80,6 +80,14 @@ class AbstractRun:
         tpu = self.mesh.devices.flat[0].platform == "tpu"
         return tpu and model_options(section)["attention_impl"] in ("auto", "splash")
 
+    def causal_skew(self) -> float:
+        """Work of the busiest chip's causal attention over the average chip's (`Program.kernel_flops` are
+        spread evenly): 1, or (2S - 1) / S under context parallelism over S chips (the `sequence` mesh
+        axis): each holds one query chunk against all earlier keys, so the last chunk's chip does the most
+        (fused_attention.py)."""
+        shards = int(dict(self.mesh.shape).get("sequence", 1))
+        return (2 * shards - 1) / shards
+
     def replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec())
 
@@ -127,7 +135,8 @@ class Program:
     in_iteration: bool = True
     after: Optional[str] = None  # a program whose compiled outputs are this one's inputs
     # FLOPs (all chips, all calls) that run inside Pallas kernels (splash attention on TPU), which XLA's
-    # cost analysis does not count: the attention part of the model FLOPs, x 3 in an update.
+    # cost analysis does not count: the attention part of the model FLOPs, x 3 in an update (causal text
+    # attention x `AbstractRun.causal_skew`, so that the per-chip share is the busiest chip's).
     kernel_flops: float = 0.0
     on_compiled: Optional[Callable[[Any, Any], None]] = None  # (compiled, lowered): hands outputs on
 
@@ -311,7 +320,7 @@ def _train_program(run: AbstractRun) -> Program:
         text_kernel = (batch * model_flops.text_attention(run.cfg.text, model_flops.causal_pairs(geo.prompt_tokens))
                        if shared else
                        batch * rows * model_flops.text_attention(run.cfg.text, model_flops.causal_pairs(seq)))
-        kernel = (3 * text_kernel
+        kernel = (3 * run.causal_skew() * text_kernel
                   + batch * (1 if c.model.freeze_vision else 3)
                   * model_flops.vision_full_attention(run.cfg, geo.groups, geo.grid_h, geo.grid_w))
     if teacher is not None:  # OP-FKD's teacher forward over the same sequences, inside the step
@@ -330,7 +339,8 @@ def _sampling_programs(run: AbstractRun, prefix: str, model: AbstractModel, argu
     sampler = Sampler(run, model, prompts, samples, own_rows=in_iteration and run.own_rows())
     slots = completion_buffer(new_tokens)
     vision = model_flops.vision_forward(model.cfg, geo.groups, geo.grid_h, geo.grid_w)
-    attention = prompts * (model_flops.text_attention(model.cfg.text, model_flops.causal_pairs(geo.prompt_tokens))
+    attention = prompts * (run.causal_skew()
+                           * model_flops.text_attention(model.cfg.text, model_flops.causal_pairs(geo.prompt_tokens))
                            + model_flops.vision_full_attention(model.cfg, geo.groups, geo.grid_h, geo.grid_w))
     pre = Program(f"{prefix}_prefill", lambda: sampler.lower_prefill(slots), calls=1, arguments=arguments,
                   model_flops=model_flops.prefill(model.cfg, prompts, geo.prompt_tokens, vision),

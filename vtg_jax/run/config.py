@@ -154,7 +154,7 @@ SECTIONS = {  # name -> its defaults (a fresh ConfigDict each call)
         mode="shaping", downscale=0.8, lam_off=1.2, tau=0.8, alpha1=0.01, alpha2=1.0),
     "optim": lambda: _section(lr=1e-3, warmup_steps=20, end_lr_ratio=0.0, weight_decay=0.01, b1=0.9, b2=0.95,
                               eps=1e-8, clip_norm=1.0),
-    "mesh": lambda: _section(data=-1, fsdp=1, tensor=1),
+    "mesh": lambda: _section(data=-1, fsdp=1, sequence=1, tensor=1),  # parallel/mesh.py
     # None: jax.distributed's own detection and the JAX_* environment (launch/); local_device_ids "0,1"
     "distributed": lambda: _section(mode="", coordinator_address=_off(None, str), num_processes=_off(None, int),
                                     process_id=_off(None, int), local_device_ids=_off(None, str)),

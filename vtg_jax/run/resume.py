@@ -43,7 +43,8 @@ def upgrade_saved_config(saved: dict) -> dict:
     * the keys added since hold what that code did without them: no `random_init` (a preset was
       random-initialised), a teacher computing as build_model's old defaults (float32 parameters, no remat,
       attention "auto", the original rope rule), a GRPO reference computing as `model` (it was built
-      from that section), and the update repeating each prompt in its G rows (no `shared_prefix`);
+      from that section), the update repeating each prompt in its G rows (no `shared_prefix`), and no
+      context parallelism (`mesh.sequence` 1);
     * a knob of `run.config.OFF` saved as 0 (which meant off) is None.
     Keys present are kept otherwise."""
     out = copy.deepcopy(saved)
@@ -60,6 +61,8 @@ def upgrade_saved_config(saved: dict) -> dict:
     for section in ("grpo", "opd"):
         if isinstance(out.get(section), dict):
             out[section].setdefault("shared_prefix", False)
+    if isinstance(out.get("mesh"), dict):
+        out["mesh"].setdefault("sequence", 1)
     for key in OFF:
         section, leaf = key.split(".")
         values = out.get(section) if section in kept else None

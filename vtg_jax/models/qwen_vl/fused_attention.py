@@ -15,8 +15,11 @@ are segment 1, padding (the key mask's and the tail that rounds T up to a whole 
 query sees only keys of its own segment, so a padding query sees padding keys (never an empty row, no
 NaN) and a real query only real ones. A Pallas TPU kernel cannot be partitioned by XLA's SPMD pass, so
 inside a mesh it runs under `shard_map` on each chip's own batch rows and heads (the activation rules'
-`batch` and `heads` axes; an axis the mesh does not divide stays whole). On a non-TPU platform it runs
-in Pallas' interpreter: slow, and only for tests of its values and gradients.
+`batch` and `heads` axes; an axis the mesh does not divide stays whole). Under context parallelism (the
+rules split `length` over the `sequence` mesh axis) each chip takes its own chunk of the queries against
+all keys and values (gathered over that axis; shard_map's transpose sums their gradients back), with the
+causal mask offset by the chunk's start. On a non-TPU platform it runs in Pallas' interpreter: slow, and
+only for tests of its values and gradients.
 
 cuDNN (`jax.nn.dot_product_attention(implementation="cudnn")`): cuDNN's padding masks are sequence
 LENGTHS (the first n positions are real), so each row's real tokens are first moved to the front by a
@@ -28,6 +31,7 @@ bfloat16 / float16 only. jax partitions it over batch and heads itself.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
@@ -57,24 +61,49 @@ def _block_size(length: int) -> int:
     return next(b for b in BLOCKS if length % b == 0)
 
 
-def _splash_kernel(length: int, heads: int, causal: bool, interpret: bool) -> Any:
-    """The splash kernel for a padded length, query heads and causality. Built per trace (its mask
-    tables become constants of the traced program); splash caches the host-side mask processing, so
-    only the first build of a shape costs (seconds at 32k tokens)."""
-    one = splash_mask.CausalMask((length, length)) if causal else splash_mask.FullMask((length, length))
-    b = _block_size(length)
-    blocks = splash.BlockSizes(block_q=b, block_kv=b, block_kv_compute=b, block_q_dkv=b, block_kv_dkv=b,
-                               block_kv_dkv_compute=b, use_fused_bwd_kernel=True)
+def _splash_kernel(q_len: int, kv_len: int, heads: int, causal: bool, interpret: bool, offset: int = 0) -> Any:
+    """The splash kernel for padded query / key lengths, query heads and causality (query i sees key j
+    iff j <= i + offset). Built per trace (its mask tables become constants of the traced program);
+    splash caches the host-side mask processing, so only the first build of a shape costs (seconds at
+    32k tokens)."""
+    shape = (q_len, kv_len)
+    one = splash_mask.CausalMask(shape, offset=offset) if causal else splash_mask.FullMask(shape)
+    bq, bkv = _block_size(q_len), _block_size(kv_len)
+    blocks = splash.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=bkv, block_q_dkv=bq, block_kv_dkv=bkv,
+                               block_kv_dkv_compute=bkv, use_fused_bwd_kernel=True)
     return splash.make_splash_mha(splash_mask.MultiHeadMask([one] * heads), block_sizes=blocks,
                                   head_shards=1, q_seq_shards=1, interpret=interpret)
 
 
-def _splash_local(q: jax.Array, k: jax.Array, v: jax.Array, segments: jax.Array, *, causal: bool,
-                  interpret: bool) -> jax.Array:
-    """Splash on one chip's share: q [B, N, Tp, hd] (scaled), k / v [B, K, Tp, hd], segments [B, Tp]."""
-    kernel = _splash_kernel(q.shape[2], q.shape[1], causal, interpret)
-    return jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=splash.SegmentIds(q=s, kv=s)))(
-        q, k, v, segments)
+def _splash_local(q: jax.Array, k: jax.Array, v: jax.Array, q_segments: jax.Array, kv_segments: jax.Array, *,
+                  causal: bool, interpret: bool, sequence_axes: tuple[str, ...] = (), shards: int = 1) -> jax.Array:
+    """Splash on one chip's share: q [B, N, Tq, hd] (scaled), k / v [B, K, Tp, hd], segments [B, Tq] and
+    [B, Tp]. With `shards` > 1 the queries are this chip's 1/shards of the sequence along `sequence_axes`
+    (context parallelism) and the keys all of it: chunk c's causal rule is offset by c * Tq, one kernel per
+    chunk picked by the chip's index (mask tables are static; blocks above each chunk's diagonal are
+    skipped, so the last chunk does the most work)."""
+    def run(kernel: Any) -> jax.Array:
+        return jax.vmap(lambda q, k, v, qs, ks: kernel(q, k, v, segment_ids=splash.SegmentIds(q=qs, kv=ks)))(
+            q, k, v, q_segments, kv_segments)
+
+    tq, tk, heads = q.shape[2], k.shape[2], q.shape[1]
+    if shards == 1 or not causal:
+        return run(_splash_kernel(tq, tk, heads, causal, interpret))
+    chunk = jax.lax.axis_index(sequence_axes)
+    return jax.lax.switch(chunk, [functools.partial(run, _splash_kernel(tq, tk, heads, True, interpret, c * tq))
+                                  for c in range(shards)])
+
+
+def _sequence_shards() -> tuple[tuple[str, ...], int]:
+    """The mesh axes the active logical rules split the `length` axis over (context parallelism,
+    `parallel.rules`) and how many parts they make; ((), 1) without a mesh or such axes."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return (), 1
+    rules = tuple(core_spmd.get_logical_axis_rules()) or activation_rules(DEFAULT_RULES)
+    axes = logical_to_spec(("length",), rules, mesh)[0]
+    axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    return axes, math.prod(mesh.shape[a] for a in axes)
 
 
 def _spmd_specs(q_shape: tuple[int, ...], k_shape: tuple[int, ...]) -> tuple[Any, Any, Any] | None:
@@ -99,7 +128,10 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float,
     b, t, n, hd = q.shape
     if k.shape[1] != t:
         raise ValueError(f"splash attention is self-attention: {t} queries vs {k.shape[1]} keys")
-    padded = -(-t // LANE) * LANE
+    specs = _spmd_specs((b, n, t, hd), (b, k.shape[2], t, hd))
+    sequence_axes, shards = _sequence_shards() if specs is not None else ((), 1)
+    # The padded length splits into `shards` whole lanes (each chip's query chunk is a whole block).
+    padded = -(-t // (LANE * shards)) * LANE * shards
     real = jnp.ones((b, t), jnp.int32) if key_mask is None else jnp.asarray(key_mask).astype(jnp.int32)
     segments = jnp.pad(real, ((0, 0), (0, padded - t)))
 
@@ -108,12 +140,17 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float,
 
     qh = head_major(q * jnp.asarray(scale, q.dtype))
     kh, vh = head_major(k), head_major(v)
-    local = functools.partial(_splash_local, causal=causal, interpret=target_platform() != "tpu")
-    specs = _spmd_specs(qh.shape, kh.shape)
+    local = functools.partial(_splash_local, causal=causal, interpret=target_platform() != "tpu",
+                              sequence_axes=sequence_axes, shards=shards)
     if specs is not None:
         qspec, kspec, sspec = specs
-        local = jax.shard_map(local, in_specs=(qspec, kspec, kspec, sspec), out_specs=qspec, check_vma=False)
-    out = local(qh, kh, vh, segments)
+        # Context parallelism: each chip its own query chunk against every key (the keys / values are
+        # all-gathered over the sequence axes; their gradients are summed back by shard_map's transpose).
+        chunked = sequence_axes[0] if len(sequence_axes) == 1 else (sequence_axes or None)
+        qspec = PartitionSpec(qspec[0], qspec[1], chunked, None)
+        qseg = PartitionSpec(sspec[0], chunked)
+        local = jax.shard_map(local, in_specs=(qspec, kspec, kspec, qseg, sspec), out_specs=qspec, check_vma=False)
+    out = local(qh, kh, vh, segments, segments)
     return out[:, :, :t].transpose(0, 2, 1, 3).astype(q.dtype)
 
 

@@ -25,12 +25,14 @@ token-major buffers were transposed, all of them, in every layer at every decode
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Sequence
 
 import flax.core.spmd as core_spmd
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec
 
 from vtg_jax.models.qwen_vl.attention import attention, check_impl, shared_prefix_attention
 from vtg_jax.models.qwen_vl.config import TextConfig
@@ -55,12 +57,23 @@ def partitioned(init: Callable[..., Any], names: Sequence[str | None]) -> Callab
 
 def logical_constraint(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     """`with_sharding_constraint` by logical names; a no-op without an active mesh (`jax.set_mesh`)
-    and logical rules (`nnx.logical_axis_rules`; see `vtg_jax.parallel.rules.sharded_call`)."""
+    and logical rules (`nnx.logical_axis_rules`; see `vtg_jax.parallel.rules.sharded_call`).
+
+    A dim shorter than its shard count stays whole (a decode step's one token on a `sequence` axis); a
+    longer one that does not divide evenly is split unevenly (XLA pads), so an update's sequence of any
+    length keeps its context parallelism."""
     rules = core_spmd.get_logical_axis_rules()
     mesh = jax.sharding.get_abstract_mesh()
     if not rules or mesh.empty:
         return x
-    return jax.lax.with_sharding_constraint(x, logical_to_spec(tuple(names), tuple(rules), mesh))
+    spec = logical_to_spec(tuple(names), tuple(rules), mesh)
+    sizes = dict(mesh.shape)
+
+    def parts(axes: Any) -> int:
+        return 1 if axes is None else math.prod(sizes[a] for a in ((axes,) if isinstance(axes, str) else axes))
+
+    spec = PartitionSpec(*(None if parts(a) > n else a for a, n in zip(spec, x.shape)))
+    return jax.lax.with_sharding_constraint(x, spec)
 
 
 # ---------------------------------------------------------------------------------------------------
