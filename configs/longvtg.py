@@ -6,7 +6,10 @@ beta_time = 0 on timestamp tokens) and the CenDist + IoU reward (eq. 7, alpha = 
 
 Args (`--config=configs/longvtg.py:<arg>`):
   ""        tiny CPU preset on the synthetic benchmark from the shipped demo student
-  "paper"   LongVTG-R1 §4.1: Qwen2.5-VL-7B, G = 8, lr 1e-6, batch 32, the <timestamp> prompt
+  "paper"   LongVTG-R1 §4.1: Qwen2.5-VL-7B, G = 8, lr 1e-6, batch 32, the <timestamp> prompt. Its 20-minute
+            videos (~106k-token prompts) fit a v5p-128 with context parallelism (README "Scale"):
+            --config.mesh.sequence=2 --config.mesh.tensor=4 --config.micro_batches=4
+            --config.grpo.shared_prefix=True
 """
 from vtg_jax.run.config import TINY_RL, paper_scale, run_config
 

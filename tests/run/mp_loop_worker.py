@@ -62,7 +62,10 @@ def sft_steps() -> dict:
         return every_record(run_data, split, records, *args, **kwargs)
 
     eval_loop.prompt_batches = counting
-    out = _run("sft", optim__lr=1e-2, eval__splits=("val",), eval__num=8, eval__batch_size=4)
+    # FSDP over both processes (fsdp 4 x tensor 2): every parameter spans the hosts, so the final HF export
+    # gathers each tensor in a collective every process must join (it hung when process 0 exported alone)
+    out = _run("sft", optim__lr=1e-2, eval__splits=("val",), eval__num=8, eval__batch_size=4, mesh__data=1,
+               mesh__fsdp=4)
     assert len(prepared) == 1, prepared
     out["eval/prepared_share_x_processes"] = prepared[0] * jax.process_count() / 8
     return out

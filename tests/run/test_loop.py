@@ -186,6 +186,22 @@ def test_other_recipes_run_end_to_end(tmp_path, cache, name):
         assert m["rl/off_policy_ratio"] == pytest.approx(1.0, abs=1e-6)
 
 
+def test_a_run_with_context_parallelism(tmp_path, cache):
+    """LongVTG-R1's recipe (GRPO, token-aware KL to a reference, shared-prefix update) through the loop on
+    fsdp 2 x sequence 2 x tensor 2 (8 fake devices): rollout, reference scoring, update, checkpoint and
+    evaluation run with every sequence split over 2 chips; the update's first-step log-probs equal the
+    rollout's (old_logp comes from the same weights), as on one device."""
+    from vtg_jax.run.loop import train
+
+    s = train(tiny("longvtg", cache, steps=2, mesh__data=1, mesh__fsdp=2, mesh__sequence=2, mesh__tensor=2,
+                   grpo__shared_prefix=True), str(tmp_path / "cp"))
+    m = s["last_metrics"]
+    assert s["finished"] and np.isfinite(m["loss/total"]) and m["train/skipped_nonfinite_total"] == 0
+    assert np.isfinite(m["rl/kl_ref"])
+    first = read_metrics(str(tmp_path / "cp"))[0]
+    assert first["pg/ratio_mean"] == pytest.approx(1.0, abs=1e-4)
+
+
 # ----------------------------------------------------------------------------------- robustness
 def _cli(workdir: str, cache: str, steps: int) -> list[str]:
     return [sys.executable, "-m", "vtg_jax.main", "--config=configs/grpo.py", f"--workdir={workdir}",

@@ -257,7 +257,9 @@ def _run(config: Any, workdir: str, run: OpenRun, t_start: float) -> dict[str, A
                       "not exported")
         log.error("%s", errors[-1])
     done = step >= config.steps and not errors
-    if done and config.checkpoint.export_hf and is_main_process():
+    if done and config.checkpoint.export_hf:
+        # Every process: with parameters spanning hosts (FSDP over processes) the export gathers each tensor
+        # in a collective; process 0 alone would wait forever for the others (only process 0 writes).
         export_hf(policy(), os.path.join(workdir, HF_EXPORT_DIR))
     try:
         plots = logger.finish(plot=config.log.plots and done)
