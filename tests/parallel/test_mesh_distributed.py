@@ -35,15 +35,6 @@ def test_resolve_mesh_shape_fills_and_validates():
         resolve_mesh_shape({"data": 0}, 8)
 
 
-def test_context_parallelism_is_refused_across_processes():
-    from vtg_jax.parallel.mesh import check_sequence_processes
-
-    check_sequence_processes({"fsdp": 2, "sequence": 2, "tensor": 2}, 1)
-    check_sequence_processes({"fsdp": 4, "sequence": 1, "tensor": 2}, 2)
-    with pytest.raises(ValueError, match="mesh.sequence=2 in a run of 2 processes"):
-        check_sequence_processes({"fsdp": 2, "sequence": 2, "tensor": 2}, 2)
-
-
 def test_mesh_from_config_dict_and_configdict():
     mesh = mesh_from_config({"data": 2, "fsdp": -1, "tensor": 2})  # a run config's mesh section
     assert mesh.axis_names == ("data", "fsdp", "sequence", "tensor")

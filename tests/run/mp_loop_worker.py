@@ -47,6 +47,12 @@ def tempsamp_steps() -> dict:
     return _run("tempsamp", optim__lr=1e-2, grpo__kl="k3", grpo__beta=0.04)
 
 
+def tempsamp_cp_steps() -> dict:
+    # context parallelism: fsdp 2 x sequence 2 x tensor 2 (one batch shard per process), ground-truth rows
+    return _run("tempsamp", optim__lr=1e-2, grpo__kl="k3", grpo__beta=0.04, mesh__data=1, mesh__fsdp=2,
+                mesh__sequence=2)
+
+
 def sft_steps() -> dict:
     """SFT, then the final evaluation of 8 val records in batches of 4: per host, each process prepares
     (decodes) the records p, p + n, ... of the split, counted here at `eval.loop.prompt_batches`."""
@@ -62,10 +68,11 @@ def sft_steps() -> dict:
         return every_record(run_data, split, records, *args, **kwargs)
 
     eval_loop.prompt_batches = counting
-    # FSDP over both processes (fsdp 4 x tensor 2): every parameter spans the hosts, so the final HF export
-    # gathers each tensor in a collective every process must join (it hung when process 0 exported alone)
+    # fsdp 2 x tensor 4: one batch shard (one vision shard) per process, whose packed share keeps its shard
+    # axis; every parameter spans the hosts, so the final HF export gathers each tensor in a collective every
+    # process must join (it hung when process 0 exported alone)
     out = _run("sft", optim__lr=1e-2, eval__splits=("val",), eval__num=8, eval__batch_size=4, mesh__data=1,
-               mesh__fsdp=4)
+               mesh__fsdp=2, mesh__tensor=4)
     assert len(prepared) == 1, prepared
     out["eval/prepared_share_x_processes"] = prepared[0] * jax.process_count() / 8
     return out

@@ -26,7 +26,8 @@ def cache(tmp_path_factory):
 @pytest.mark.multiprocess
 # opd_steps (~3.5 min) is slow: the two-process loop is checked by sft_steps in the default suite
 @pytest.mark.parametrize("target", ["sft_steps", pytest.param("opd_steps", marks=pytest.mark.slow),
-                                    pytest.param("tempsamp_steps", marks=pytest.mark.slow)])
+                                    pytest.param("tempsamp_steps", marks=pytest.mark.slow),
+                                    pytest.param("tempsamp_cp_steps", marks=pytest.mark.slow)])
 def test_loop_two_processes_match_one_process(tmp_path, cache, monkeypatch, target):
     from vtg_jax.parallel.testing import assert_layouts_agree
 

@@ -60,16 +60,3 @@ def mesh_from_config(section: Mapping[str, int], devices: Sequence[Any] | None =
     data, fsdp, sequence, tensor = resolve_mesh_shape({k: section[k] for k in section.keys()}, len(devices))
     return make_mesh(data=data, fsdp=fsdp, sequence=sequence, tensor=tensor, devices=devices)
 
-
-def check_sequence_processes(mesh_shape: Mapping[str, int], processes: int) -> None:
-    """Refuses context parallelism (`sequence` > 1) in a run of several processes: there the loop's
-    rollout and its update disagree (a 2-process CPU run of the LongVTG-R1 recipe on fsdp 2 x sequence 2 x
-    tensor 2 scores the rollout's tokens with log-probs 0.8-1.2x the update's at the first step, where
-    they are equal in one process; the jitted update alone agrees across processes). Until that is found,
-    such a run stops here rather than train on wrong ratios. Planning (`vtg_jax.plan`, one process)
-    and one-process runs are unaffected."""
-    sequence = int(mesh_shape.get("sequence", 1))
-    if processes > 1 and sequence > 1:
-        raise ValueError(f"mesh.sequence={sequence} in a run of {processes} processes: context parallelism "
-                         "runs in one process only for now (vtg_jax/parallel/mesh.py "
-                         "check_sequence_processes); set --config.mesh.sequence=1")

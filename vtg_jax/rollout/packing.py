@@ -111,6 +111,7 @@ def build_rl_batch(
     num_micro: int = 1,
     max_new_tokens: Optional[int] = None,
     vision_shards: int = 1,
+    stacked: bool = False,
 ) -> RLBatch:
     """The RL step batch (`train.rl_batch.RLBatch`, its layout in the class docstring) from a
     right-padded prompt-only loader batch and sampler outputs tokens / old_logp [B, G, N], lengths
@@ -120,7 +121,7 @@ def build_rl_batch(
     max_new_tokens: the completion bucket (default N); completions are padded (or must fit) to it.
     off_policy [B, G]: True for ground-truth rows (TempSamp), whose old log-prob the step replaces by
     the current policy's. Micro-batches split along prompts (all G completions of a prompt together).
-    vision_shards: the prompts' videos packed per data shard (`train.batch.prepare_batch`).
+    vision_shards / stacked: the prompts' videos packed per data shard (`train.batch.prepare_batch`).
     """
     tokens = np.asarray(tokens)
     b_all, g, n = tokens.shape
@@ -148,7 +149,7 @@ def build_rl_batch(
     packed: dict[str, Any] = {}
     if "pixel_values_videos" in prompts:
         packed = prepare_batch(cfg, {**prompts, "loss_mask": np.zeros_like(prompts["input_ids"])}, num_micro,
-                               vision_shards)
+                               vision_shards, stacked)
     return RLBatch(
         prompt_ids=right_align(np.asarray(prompts["input_ids"], np.int32), plen).reshape(a, b, -1),
         prompt_mask=right_align(np.asarray(prompts["attention_mask"], np.int32), plen).reshape(a, b, -1),

@@ -17,7 +17,7 @@ import jax
 from vtg_jax.data.run_data import RunData
 from vtg_jax.io.workdir import save_json
 from vtg_jax.parallel.distributed import is_main_process
-from vtg_jax.parallel.mesh import check_sequence_processes, mesh_from_config
+from vtg_jax.parallel.mesh import mesh_from_config
 from vtg_jax.parallel.rules import DEFAULT_RULES, sharded_call
 from vtg_jax.run.config_checks import require_complete, uses_teacher
 from vtg_jax.run.data_setup import build_run_data
@@ -28,11 +28,7 @@ log = logging.getLogger(__name__)
 
 def run_mesh(config: Any) -> Optional[jax.sharding.Mesh]:
     """The configured mesh, or None on a single device (no sharding machinery at all)."""
-    if jax.device_count() == 1:
-        return None
-    mesh = mesh_from_config(config.mesh)
-    check_sequence_processes(dict(mesh.shape), jax.process_count())
-    return mesh
+    return mesh_from_config(config.mesh) if jax.device_count() > 1 else None
 
 
 def sharded_scope(mesh: Optional[jax.sharding.Mesh]) -> Any:

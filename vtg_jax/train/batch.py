@@ -67,13 +67,15 @@ def _pack_videos(cfg: QwenVLConfig, batch: Mapping[str, np.ndarray], rows: slice
 
 
 def prepare_batch(cfg: QwenVLConfig, batch: Mapping[str, np.ndarray], num_micro: int = 1,
-                  vision_shards: int = 1) -> dict[str, Any]:
+                  vision_shards: int = 1, stacked: bool = False) -> dict[str, Any]:
     """Loader batch -> {input_ids, attention_mask, loss_mask [A, b, S]; position_ids [A, 3, b, S];
     pixel_values_videos [A, b·P, D]; vision_inputs {k: [A, ...]}} with A = num_micro, b = B / A; with
     `vision_shards` D > 1, pixel_values_videos [A, D, (b/D)·P, C] and vision_inputs {k: [A, D, ...]}
     (module docstring).
 
     `position_ids` are the processor's precomputed M-RoPE ids ([B, 3, S] in the loader batch).
+    `stacked`: keep the D axis with one vision shard too ([A, 1, ...]): one process's share of a global
+    batch of several vision shards (per-host input), which `packed_specs` then shards over the batch axes.
     """
     bsz = np.shape(batch["input_ids"])[0]
     if num_micro < 1 or bsz % num_micro:
@@ -85,7 +87,7 @@ def prepare_batch(cfg: QwenVLConfig, batch: Mapping[str, np.ndarray], num_micro:
     if vision_shards < 1 or b % vision_shards:
         raise ValueError(f"micro-batch of {b} samples does not split into {vision_shards} vision shards")
     if "pixel_values_videos" in batch:
-        if vision_shards == 1:
+        if vision_shards == 1 and not stacked:
             packed = [_pack_videos(cfg, batch, slice(a * b, (a + 1) * b)) for a in range(num_micro)]
         else:
             per = b // vision_shards
