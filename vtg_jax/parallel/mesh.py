@@ -59,4 +59,3 @@ def mesh_from_config(section: Mapping[str, int], devices: Sequence[Any] | None =
     devices = list(devices if devices is not None else jax.devices())
     data, fsdp, sequence, tensor = resolve_mesh_shape({k: section[k] for k in section.keys()}, len(devices))
     return make_mesh(data=data, fsdp=fsdp, sequence=sequence, tensor=tensor, devices=devices)
-
