@@ -70,8 +70,8 @@ def test_grpo_step_on_a_sequence_mesh_equals_one_device(proc, impl, shared):
 
 
 def test_activations_are_split_along_the_sequence(proc):
-    """Under a sequence mesh a forward's hidden states and logits are split along their length axis
-    (each chip holds 1/4 of the tokens), parameters are not."""
+    """Under a sequence mesh a forward's logits are split along their length axis (each chip holds 1/4
+    of the tokens); parameters are not split over the sequence axis."""
     from flax import nnx
 
     from vtg_jax.rollout.packing import sampler_inputs
