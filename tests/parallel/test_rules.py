@@ -6,8 +6,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from vtg_jax.parallel.rules import (DEFAULT_RULES, activation_rules, logical_to_mesh_sharding, logical_to_spec,
-                                    make_mesh)
+from vtg_jax.parallel.rules import (DEFAULT_RULES, activation_rules, logical_axes, logical_to_mesh_sharding,
+                                    logical_to_spec, make_mesh, shards_of)
 
 
 def test_activation_rules_free_the_batch_axes():
@@ -28,6 +28,13 @@ def test_logical_to_spec():
     assert logical_to_spec(("batch", "length", "embed"), activation_rules(DEFAULT_RULES), cp) == P("fsdp", "sequence", None)
     assert logical_to_spec(("embed", "mlp"), DEFAULT_RULES, cp) == P("fsdp", "tensor")
     assert logical_to_spec(("batch", "length"), DEFAULT_RULES, make_mesh(data=8)) == P("data", None)
+    assert logical_axes("length", cp) == ("sequence",) and shards_of("length", cp) == 2
+    assert logical_axes("batch", cp) == ("fsdp",) and shards_of("length", make_mesh(data=8)) == 1
+    # uneven (activation constraints): a dim shorter than its shard count stays whole, a longer one splits
+    acts = activation_rules(DEFAULT_RULES)
+    assert logical_to_spec(("batch", "length"), acts, cp, (4, 1), uneven=True) == P("fsdp", None)
+    assert logical_to_spec(("batch", "length"), acts, cp, (4, 5), uneven=True) == P("fsdp", "sequence")
+    assert logical_to_spec(("batch", "length"), acts, cp, (4, 5)) == P("fsdp", None)
 
 
 def test_logical_to_mesh_sharding_places_a_module():

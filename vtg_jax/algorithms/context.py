@@ -97,8 +97,7 @@ class RunContext:
         vision shards) assembled into the step's global arrays, samples sharded over the batch axes;
         needs `packs_own_rows()`."""
         local = agree_on_buckets(batch, self.run_data.buckets)
-        packed = prepare_batch(self.model_cfg, local, int(self.config.micro_batches),
-                               self.packed_vision_shards(True), stacked=self.stacked_vision(True))
+        packed = prepare_batch(self.model_cfg, local, int(self.config.micro_batches), **self.vision_packing(True))
         return host_local_to_global(packed, self.mesh, packed_specs(packed, batch_spec(self.mesh)))
 
     def iteration_batch(self, batch: dict, own_rows: bool) -> dict:
@@ -106,17 +105,15 @@ class RunContext:
         (`agree_on_buckets`); else the whole global batch (gathered from the processes' rows)."""
         return agree_on_buckets(batch, self.run_data.buckets) if own_rows else self.host_batch(batch)
 
-    def packed_vision_shards(self, own_rows: bool) -> int:
-        """The vision shards a step batch is packed with on the host (`prepare_batch`, `build_rl_batch`):
-        this process's share of them with `own_rows`."""
-        return self.vision_shards() // (jax.process_count() if own_rows else 1)
-
-    def stacked_vision(self, own_rows: bool) -> bool:
-        """Whether a step batch packed on the host keeps its vision-shard axis even when this process's
-        share is one shard: with `own_rows` on a mesh of several vision shards, so that the processes'
-        shares assemble along the batch axes (without it a share of one would read as the whole batch's
-        one packing and every process's videos as everyone's)."""
-        return own_rows and self.vision_shards() > 1
+    def vision_packing(self, own_rows: bool) -> dict[str, Any]:
+        """How a step batch's videos are packed on the host (`prepare_batch` / `build_rl_batch` keywords):
+        with `own_rows`, this process's share of the vision shards, keeping the shard axis even when the
+        share is one of several, so that the processes' shares assemble along the batch axes (without it a
+        share of one would read as the whole batch's one packing and every process's videos as everyone's)."""
+        shards = self.vision_shards()
+        if not own_rows:
+            return {"vision_shards": shards, "stacked": False}
+        return {"vision_shards": shards // jax.process_count(), "stacked": shards > 1}
 
     def agreed_length(self, n: int, own_rows: bool) -> int:
         """A padded length every process uses (the longest any process needs) with `own_rows`; else `n`."""

@@ -87,8 +87,7 @@ def _iteration(ctx: RunContext, tempsamp: bool) -> Iteration:
         t2 = time.perf_counter()
         rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, logp, adv, rewards=rew, ref_logp=ref,
                             off_policy=off, num_micro=c.micro_batches, max_new_tokens=max(c.rollout.max_new_tokens, n),
-                            vision_shards=ctx.packed_vision_shards(own),
-                            stacked=ctx.stacked_vision(own))
+                            **ctx.vision_packing(own))
         state, metrics = step_fn(state, ctx.frozen, ctx.put_rl(rl, own))
         host.update({"time/rollout_s": t1 - t0, "time/score_s": t2 - t1,
                      "rl/finish_eos": float(np.mean(out["finish_reason"] == "eos"))})

@@ -51,8 +51,7 @@ def make_iteration(ctx: RunContext) -> Iteration:
         n = ctx.agreed_length(max(c.rollout.max_new_tokens, tokens.shape[-1]), own)
         rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, np.zeros(tokens.shape, np.float32),
                             np.zeros(lengths.shape, np.float32), num_micro=c.micro_batches, max_new_tokens=n,
-                            vision_shards=ctx.packed_vision_shards(own),
-                            stacked=ctx.stacked_vision(own))
+                            **ctx.vision_packing(own))
         state, metrics = step_fn(state, ctx.frozen, t_state, ctx.put_rl(rl, own))
         return state, dict(metrics)
 

@@ -67,8 +67,7 @@ def _iteration(ctx: RunContext, on_policy: bool) -> Iteration:
         rl = build_rl_batch(ctx.model_cfg, prompts, tokens, lengths, logp, np.zeros(lengths.shape, np.float32),
                             teacher_logp=teacher_logp, num_micro=c.micro_batches,
                             max_new_tokens=max(c.rollout.max_new_tokens, n),
-                            vision_shards=ctx.packed_vision_shards(own),
-                            stacked=ctx.stacked_vision(own))
+                            **ctx.vision_packing(own))
         state, metrics = step_fn(state, ctx.frozen, ctx.put_rl(rl, own))
         host.update({"time/rollout_s": t1 - t0, "time/score_s": t2 - t1})
         return state, {**metrics, **ctx.host_metrics(host, own)}

@@ -68,10 +68,12 @@ def activation_rules(rules: Rules = DEFAULT_RULES) -> Rules:
 
 
 def logical_to_spec(names: Sequence[str | None] | None, rules: Rules, mesh: Mesh,
-                    shape: Sequence[int] | None = None) -> PartitionSpec:
+                    shape: Sequence[int] | None = None, uneven: bool = False) -> PartitionSpec:
     """PartitionSpec for one array's logical names. Names without a rule (or axes not in `mesh`) stay
     replicated; a mesh axis already used by an earlier dim is dropped; with `shape`, a dim that the
-    mesh axes do not divide evenly is replicated rather than failing at placement."""
+    mesh axes do not divide evenly is replicated rather than failing at placement, or with `uneven` (an
+    activation constraint, where XLA pads) only a dim shorter than its shard count is: a decode step's
+    one token stays whole on a `sequence` axis, an update's sequence of any length is split."""
     if not names:
         return PartitionSpec()
     table = dict(rules)
@@ -80,16 +82,27 @@ def logical_to_spec(names: Sequence[str | None] | None, rules: Rules, mesh: Mesh
     for i, name in enumerate(names):
         axes = tuple(a for a in _as_tuple(table.get(name) if name else None)
                      if a in mesh.axis_names and a not in used and mesh.shape[a] > 1)
-        if shape is not None and axes and shape[i] % math.prod(mesh.shape[a] for a in axes):
+        parts = math.prod(mesh.shape[a] for a in axes)
+        if shape is not None and (shape[i] < parts if uneven else shape[i] % parts):
             axes = ()
         used.update(axes)
         spec.append(_from_tuple(axes))
     return PartitionSpec(*spec)
 
 
+def logical_axes(name: str, mesh: Any, rules: Rules = DEFAULT_RULES) -> tuple[str, ...]:
+    """The mesh axes (of size > 1) that logical axis `name` splits over on `mesh` (a Mesh or AbstractMesh)."""
+    return tuple(a for a in _as_tuple(dict(rules).get(name)) if a in mesh.axis_names and mesh.shape[a] > 1)
+
+
+def shards_of(name: str, mesh: Any, rules: Rules = DEFAULT_RULES) -> int:
+    """How many parts logical axis `name` splits into on `mesh` (the product of its mesh axes)."""
+    return math.prod(mesh.shape[a] for a in logical_axes(name, mesh, rules))
+
+
 def batch_shards(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> int:
     """How many parts the logical `batch` axis splits into on `mesh` (the product of its mesh axes)."""
-    return math.prod(mesh.shape[a] for a in _as_tuple(dict(rules).get("batch")) if a in mesh.axis_names)
+    return shards_of("batch", mesh, rules)
 
 
 def vision_shards_for(mesh: Mesh | None, prompts: int) -> int:

@@ -30,7 +30,7 @@ from vtg_jax.models.qwen_vl import QwenVL
 from vtg_jax.models.qwen_vl.config import QwenVLConfig, load_config
 from vtg_jax.models.qwen_vl.presets import get_preset
 from vtg_jax.parallel.distributed import batch_spec
-from vtg_jax.parallel.rules import DEFAULT_RULES, batch_shards, sharded_call, vision_shards_for
+from vtg_jax.parallel.rules import DEFAULT_RULES, batch_shards, shards_of, sharded_call, vision_shards_for
 from vtg_jax.plan import flops as model_flops
 from vtg_jax.plan.shapes import VideoGeometry, completion_buffer, rl_batch, sampler_prompts, sft_batch, video_geometry
 from vtg_jax.sampling import engine
@@ -85,7 +85,7 @@ class AbstractRun:
         spread evenly): 1, or (2S - 1) / S under context parallelism over S chips (the `sequence` mesh
         axis): each holds one query chunk against all earlier keys, so the last chunk's chip does the most
         (fused_attention.py)."""
-        shards = int(dict(self.mesh.shape).get("sequence", 1))
+        shards = shards_of("length", self.mesh)
         return (2 * shards - 1) / shards
 
     def replicated(self) -> NamedSharding:

@@ -31,7 +31,6 @@ bfloat16 / float16 only. jax partitions it over batch and heads itself.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import jax
@@ -41,7 +40,7 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ke
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 from jax.sharding import PartitionSpec
 
-from vtg_jax.parallel.rules import DEFAULT_RULES, activation_rules, logical_to_spec
+from vtg_jax.parallel.rules import DEFAULT_RULES, activation_rules, logical_axes, logical_to_spec, shards_of
 
 # Splash tiles: the sequence is padded to a multiple of LANE and the largest of BLOCKS dividing it is
 # the query / key block (512 is what MaxText uses on v5; smaller sequences get smaller blocks).
@@ -101,9 +100,7 @@ def _sequence_shards() -> tuple[tuple[str, ...], int]:
     if mesh.empty:
         return (), 1
     rules = tuple(core_spmd.get_logical_axis_rules()) or activation_rules(DEFAULT_RULES)
-    axes = logical_to_spec(("length",), rules, mesh)[0]
-    axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
-    return axes, math.prod(mesh.shape[a] for a in axes)
+    return logical_axes("length", mesh, rules), shards_of("length", mesh, rules)
 
 
 def _spmd_specs(q_shape: tuple[int, ...], k_shape: tuple[int, ...]) -> tuple[Any, Any, Any] | None:

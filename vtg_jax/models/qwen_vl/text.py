@@ -25,14 +25,12 @@ token-major buffers were transposed, all of them, in every layer at every decode
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable, Sequence
 
 import flax.core.spmd as core_spmd
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.sharding import PartitionSpec
 
 from vtg_jax.models.qwen_vl.attention import attention, check_impl, shared_prefix_attention
 from vtg_jax.models.qwen_vl.config import TextConfig
@@ -66,14 +64,7 @@ def logical_constraint(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     mesh = jax.sharding.get_abstract_mesh()
     if not rules or mesh.empty:
         return x
-    spec = logical_to_spec(tuple(names), tuple(rules), mesh)
-    sizes = dict(mesh.shape)
-
-    def parts(axes: Any) -> int:
-        return 1 if axes is None else math.prod(sizes[a] for a in ((axes,) if isinstance(axes, str) else axes))
-
-    spec = PartitionSpec(*(None if parts(a) > n else a for a, n in zip(spec, x.shape)))
-    return jax.lax.with_sharding_constraint(x, spec)
+    return jax.lax.with_sharding_constraint(x, logical_to_spec(tuple(names), tuple(rules), mesh, x.shape, uneven=True))
 
 
 # ---------------------------------------------------------------------------------------------------
